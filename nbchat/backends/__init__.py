@@ -1,0 +1,65 @@
+"""Where events come from: Cohere's hosted API or any v2 endpoint, the embedded engine,
+or an OpenAI-compatible server. Every backend yields the same v2 stream events."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .base import Backend, Cancel, collect
+
+__all__ = ["Backend", "Cancel", "collect", "get_backend", "default_model", "BACKENDS"]
+
+BACKENDS = ("auto", "cohere", "v2", "local", "openai")
+LOCAL_MODEL = "smollm2-135m"
+COHERE_MODEL = "command-a-03-2025"
+
+
+def has_cohere_key() -> bool:
+    return bool(os.environ.get("CO_API_KEY") or os.environ.get("COHERE_API_KEY"))
+
+
+def resolve_name(name: str | None) -> str:
+    """'auto' (or None) means Cohere's hosted API when a key is set, else the embedded engine."""
+    name = (name or "auto").lower()
+    if name not in BACKENDS:
+        from ..errors import ValidationError
+
+        raise ValidationError("backend", name, ", ".join(BACKENDS))
+    if name == "auto":
+        return "cohere" if has_cohere_key() else "local"
+    return name
+
+
+def default_model(name: str | None = None) -> str:
+    name = resolve_name(name)
+    if name == "local":
+        return LOCAL_MODEL
+    if name == "openai":
+        return os.environ.get("NBCHAT_OPENAI_MODEL", "")
+    return COHERE_MODEL
+
+
+def get_backend(
+    name: str | None = None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    **options: Any,
+) -> Backend:
+    """Build a backend by name (see BACKENDS). Options go to the backend's constructor."""
+    name = resolve_name(name)
+    if name in ("cohere", "v2"):
+        from .cohere import Client
+
+        return Client(api_key=api_key, base_url=base_url, **options)
+    if name == "local":
+        from .local import LocalBackend
+
+        if model and model != LOCAL_MODEL and model.endswith(".gguf"):
+            options.setdefault("model_path", model)
+        return LocalBackend(**options)
+    from .openai import OpenAIBackend
+
+    return OpenAIBackend(base_url=base_url, api_key=api_key, model=model, **options)
