@@ -1,0 +1,236 @@
+"""The ``nbchat`` command: ``nbchat serve`` (a v2 server) and ``nbchat ask`` (one reply, streamed).
+
+Errors are one line on stderr and exit code 1, never a traceback; Ctrl-C stops a reply cleanly
+(exit 130). Heavy imports (the engine, httpx, uvicorn) happen only inside the subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+BACKEND_CHOICES = ("auto", "local", "cohere", "v2", "openai")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbchat",
+        description="Chat with Cohere v2 models or the embedded offline model.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve",
+        help="serve Cohere's Chat API v2 (POST /v2/chat) over a backend",
+        description="Serve Cohere's Chat API v2 (POST /v2/chat, GET /v2/models) over the "
+        "embedded model (default) or another backend. The official cohere SDK works against "
+        "it: cohere.ClientV2(api_key=TOKEN, base_url='http://127.0.0.1:8765').",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    s.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (default: env NBCHAT_SERVER_TOKEN)",
+    )
+    s.add_argument(
+        "--model", default=None, help="model to serve: smollm2-135m (default) or a GGUF path"
+    )
+    s.add_argument(
+        "--backend",
+        default="local",
+        choices=("local", "cohere", "v2", "openai"),
+        help="where replies come from (default: local, the embedded engine)",
+    )
+    s.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding a non-loopback address (warns when no token is set)",
+    )
+    s.add_argument("--max-streams", type=int, default=8, help="concurrent generations (503 beyond)")
+    s.add_argument("--max-body", type=int, default=1_000_000, help="request body limit in bytes")
+    s.add_argument(
+        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
+    )
+    s.set_defaults(func=_serve)
+
+    a = sub.add_parser(
+        "ask",
+        help="stream one reply to the terminal",
+        description="Stream one reply to stdout, token by token. The finish reason and token "
+        "usage go to stderr. Backend 'auto' uses Cohere when CO_API_KEY is set, else the "
+        "embedded model.",
+    )
+    a.add_argument("prompt", nargs="?", default=None, help="the prompt ('-' or none: read stdin)")
+    a.add_argument("--model", "-m", default=None, help="model name (default depends on backend)")
+    a.add_argument("--backend", "-b", default="auto", choices=BACKEND_CHOICES)
+    a.add_argument("--base-url", default=None, help="endpoint for the v2/openai backends")
+    a.add_argument("--system", default=None, help="system message")
+    a.add_argument("-t", "--temperature", type=float, default=None)
+    a.add_argument("-p", type=float, default=None, dest="p", help="top-p (0.01-0.99)")
+    a.add_argument("-k", type=int, default=None, dest="k", help="top-k (0-500, 0 = off)")
+    a.add_argument("--max-tokens", type=int, default=None)
+    a.add_argument("--seed", type=int, default=None)
+    a.add_argument(
+        "--stop", action="append", default=None, metavar="TEXT", help="stop sequence (repeatable)"
+    )
+    a.add_argument("--frequency-penalty", type=float, default=None)
+    a.add_argument("--presence-penalty", type=float, default=None)
+    a.add_argument("--safety-mode", default=None, help="CONTEXTUAL, STRICT or OFF")
+    a.add_argument("--json", action="store_true", help="response_format json_object")
+    a.add_argument("-q", "--quiet", action="store_true", help="no finish/usage line on stderr")
+    a.set_defaults(func=_ask)
+    return parser
+
+
+def _error(message: str) -> int:
+    from .errors import redact
+
+    print(f"nbchat: error: {redact(message)}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        model=args.model,
+        backend=args.backend,
+        allow_remote=args.allow_remote,
+        max_body=args.max_body,
+        max_streams=args.max_streams,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _build_request(args: argparse.Namespace, model: str, prompt: str) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": prompt})
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+    for key in (
+        "temperature",
+        "p",
+        "k",
+        "max_tokens",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            body[key] = value
+    if args.stop:
+        body["stop_sequences"] = args.stop
+    if args.safety_mode:
+        body["safety_mode"] = args.safety_mode.upper()
+    if args.json:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _usage_line(finish: str | None, usage: dict[str, Any] | None) -> str:
+    tokens = (usage or {}).get("tokens") or {}
+    parts = [f"finish_reason: {finish or 'none'}"]
+    if tokens:
+        parts.append(
+            f"tokens: {int(tokens.get('input_tokens', 0))} in, "
+            f"{int(tokens.get('output_tokens', 0))} out"
+        )
+    return "[" + " · ".join(parts) + "]"
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .backends import default_model, get_backend, resolve_name
+    from .backends.base import Cancel
+    from .protocol.request import validate_request
+
+    prompt = args.prompt
+    if prompt is None or prompt == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            return _error("no prompt: give one as an argument or pipe it on stdin")
+        prompt = sys.stdin.read()
+    name = resolve_name(args.backend)
+    model = args.model or default_model(name)
+    request = validate_request(_build_request(args, model, prompt))
+    options: dict[str, Any] = {}
+    if args.base_url:
+        options["base_url"] = args.base_url
+    backend = get_backend(name, model=model, **options)
+    cancel = Cancel()
+    out = sys.stdout
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    wrote_newline = True
+    try:
+        for event in backend.stream(request, cancel):
+            kind = event.get("type")
+            if kind == "content-delta":
+                content = (event.get("delta") or {}).get("message", {}).get("content") or {}
+                piece = content.get("text")
+                if piece:
+                    out.write(piece)
+                    out.flush()
+                    wrote_newline = piece.endswith("\n")
+            elif kind == "tool-call-start":
+                call = (event.get("delta") or {}).get("message", {}).get("tool_calls") or {}
+                name_ = (call.get("function") or {}).get("name")
+                print(f"[tool call: {name_}]", file=sys.stderr, flush=True)
+            elif kind == "message-end":
+                delta = event.get("delta") or {}
+                finish = delta.get("finish_reason")
+                usage = delta.get("usage")
+                error = delta.get("error")
+    except KeyboardInterrupt:
+        cancel.cancel("interrupted")
+        if not wrote_newline:
+            out.write("\n")
+            out.flush()
+        print("[interrupted]", file=sys.stderr, flush=True)
+        return 130
+    if not wrote_newline:
+        out.write("\n")
+        out.flush()
+    if finish == "ERROR":
+        return _error(error or "the generation failed")
+    if not args.quiet:
+        print(_usage_line(finish, usage), file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nbchat`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    from .errors import NbChatError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except NbChatError as exc:
+        return _error(str(exc))
+    except BrokenPipeError:  # `nbchat ask ... | head`: the reader is gone, that's fine
+        return 0
+    except (OSError, ImportError) as exc:  # missing extras, unreadable model file, port in use
+        return _error(f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
