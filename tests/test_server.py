@@ -148,7 +148,12 @@ def run_server(app: Any) -> Iterator[str]:
     import uvicorn
 
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -230,10 +235,10 @@ def test_stream_is_byte_exact(url: str, echo: EchoBackend) -> None:
     assert raw.endswith(b"\n\ndata: [DONE]\n\n")
     frames = raw[: -len(DONE)].split(b"\n\n")[:-1]
     assert len(frames) == len(events) >= 8
-    for frame, event in zip(frames, events):
+    for frame, event in zip(frames, events, strict=True):
         name, data = frame.split(b"\n")
         assert name == b"event: " + event["type"].encode()
-        assert data.startswith(b"data: {") and b"\": " not in data and b", \"" not in data
+        assert data.startswith(b"data: {") and b'": ' not in data and b', "' not in data
     types = [e["type"] for e in decode_all(raw)]
     assert types[0] == "message-start" and types[-1] == "message-end"
     assert "citation-start" in types
@@ -406,7 +411,9 @@ def test_body_limit_413() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         payload = json.dumps(chat_body("y " * 3000)).encode()
         chunks = (payload[i : i + 500] for i in range(0, len(payload), 500))
-        conn.request("POST", "/v2/chat", chunks, {"Content-Type": "application/json"}, encode_chunked=True)
+        conn.request(
+            "POST", "/v2/chat", chunks, {"Content-Type": "application/json"}, encode_chunked=True
+        )
         resp = conn.getresponse()
         assert resp.status == 413
         assert_error_body(resp.read(), "too large")
@@ -745,9 +752,7 @@ def test_nbchat_client_cancel_reaches_the_server_backend() -> None:
     with run_server(create_app(echo)) as url:
         client = Client(api_key="x", base_url=url, max_retries=0)
         stream = client.chat_stream(model="echo-1", messages=[{"role": "user", "content": "LONG"}])
-        n = 0
-        for event in stream:
-            n += 1
+        for n, _event in enumerate(stream, 1):
             if n == 5:
                 stream.cancel()
                 break
