@@ -272,8 +272,10 @@ def function_to_tool(fn: Callable[..., Any] | dict[str, Any]) -> dict[str, Any]:
             schema.setdefault("description", param_docs[pname])
         if param.default is param.empty:
             required.append(pname)
-        elif _json_safe(param.default) is not _UNSAFE:
-            schema["default"] = param.default
+        else:
+            default = param.default.value if isinstance(param.default, enum.Enum) else param.default
+            if default is not None and _json_safe(default) is not _UNSAFE:
+                schema["default"] = default
         properties[pname] = schema
     parameters: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
