@@ -614,6 +614,7 @@ def serve(
     except OSError as exc:
         sock.close()
         raise NbChatError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)  # connections made right after the banner wait in the backlog
     bound_port = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound_port}"
