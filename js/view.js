@@ -1,0 +1,315 @@
+// nbchat live turn view (anywidget ES module; no dependencies, no network).
+//
+// The kernel sends small patches (see nbchat/notebook/view.py for the format). initialize()
+// keeps one state per model, so no patch is missed before a view renders; views redraw from it.
+
+const ALLOWED = new Set([
+  "P", "H1", "H2", "H3", "H4", "H5", "H6", "UL", "OL", "LI", "BLOCKQUOTE", "PRE", "CODE",
+  "EM", "STRONG", "A", "HR", "BR", "SUP", "SPAN", "DIV",
+]);
+const ATTRS = new Set(["href", "title", "class", "start", "target", "rel"]);
+
+function blank() {
+  return { s: 0, blocks: [], tail: "", meta: {}, plan: "", think: "", lp: [], n: 0 };
+}
+
+// Defence in depth: the kernel already renders with raw HTML disabled; still, anything that is
+// not plain markdown output is turned into text before it reaches the page.
+function safeFragment(html) {
+  const tpl = document.createElement("template");
+  tpl.innerHTML = html;
+  const walk = (node) => {
+    for (const child of Array.from(node.children)) {
+      if (!ALLOWED.has(child.tagName)) {
+        child.replaceWith(document.createTextNode(child.outerHTML));
+        continue;
+      }
+      for (const a of Array.from(child.attributes)) {
+        const ok = ATTRS.has(a.name) &&
+          !(a.name === "href" && !/^(https?:|mailto:|#)/i.test(a.value.trim()));
+        if (!ok) child.removeAttribute(a.name);
+      }
+      walk(child);
+    }
+  };
+  walk(tpl.content);
+  return tpl.content;
+}
+
+function setHTML(el, html) {
+  el.replaceChildren(safeFragment(html));
+  for (const pre of el.querySelectorAll("pre")) addCopy(pre);
+}
+
+function addCopy(pre) {
+  if (pre.querySelector(":scope > .nbchat-copy")) return;
+  const btn = document.createElement("button");
+  btn.className = "nbchat-copy";
+  btn.type = "button";
+  btn.textContent = "Copy";
+  btn.title = "Copy code";
+  btn.addEventListener("click", async () => {
+    const code = pre.querySelector("code");
+    const text = (code || pre).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      const ta = document.createElement("textarea");
+      ta.value = text;
+      document.body.appendChild(ta);
+      ta.select();
+      document.execCommand("copy");
+      ta.remove();
+    }
+    btn.textContent = "Copied";
+    setTimeout(() => (btn.textContent = "Copy"), 1200);
+  });
+  pre.prepend(btn);
+}
+
+// Slice a JS string by UTF-16 units (the unit the kernel counts in).
+function apply(S, msg) {
+  if (msg.type === "snap") return Object.assign(blank(), msg.state);
+  for (const op of msg.o || []) {
+    if (op[0] === "k") {
+      S.blocks.push(S.tail.slice(0, op[1]));
+      S.tail = S.tail.slice(op[1]);
+      S.dirtyBlocks = true;
+    } else if (op[0] === "b") {
+      S.blocks.push(op[1]);
+      S.dirtyBlocks = true;
+    } else if (op[0] === "t") {
+      S.tail = S.tail.slice(0, op[1]) + op[2];
+    } else if (op[0] === "r") {
+      S.blocks[op[1]] = op[2];
+      (S.replaced = S.replaced || new Set()).add(op[1]);
+    }
+  }
+  if (msg.pl) S.plan += msg.pl;
+  if (msg.th) S.think += msg.th;
+  if (msg.lp) S.lp = S.lp.concat(msg.lp);
+  if (msg.m) Object.assign(S.meta, msg.m);
+  if (msg.n !== undefined) {
+    if (!S.firstAt && msg.n > 0) S.firstAt = performance.now();
+    S.n = msg.n;
+  }
+  S.s = msg.s ?? S.s;
+  return S;
+}
+
+const stores = new WeakMap();
+
+function plainState(S) {
+  const { s, blocks, tail, meta, plan, think, lp, n } = S;
+  return { s, blocks, tail, meta, plan, think, lp, n };
+}
+
+function initialize({ model }) {
+  const initial = model.get("state");
+  const store = { S: initial && initial.s ? Object.assign(blank(), initial) : blank(), views: new Set() };
+  stores.set(model, store);
+  const onMsg = (msg) => {
+    if (msg.type !== "snap" && msg.s !== undefined && msg.s <= store.S.s) return; // already have it
+    if (msg.type !== "snap" && msg.s !== undefined && msg.s > store.S.s + 1) {
+      model.send({ type: "resync", s: store.S.s }); // a gap: ask for a snapshot
+      return;
+    }
+    store.S = apply(store.S, msg);
+    if (msg.type === "e") {
+      const html = store.S.blocks.join("") + store.S.tail;
+      if (html.length !== msg.len || store.S.blocks.length !== msg.nb) {
+        model.send({ type: "resync", s: 0 });
+      } else {
+        model.set("state", plainState(store.S)); // local only: saved widget state is complete
+      }
+    }
+    for (const v of store.views) v();
+  };
+  model.on("msg:custom", onMsg);
+  model.send({ type: "hello", s: store.S.s });
+  return () => model.off("msg:custom", onMsg);
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function fmtStats(S, status) {
+  const st = S.meta.stats || {};
+  const bits = [];
+  const tokens = st.finish || status === "stopped" ? st.tokens ?? S.n : S.n;
+  bits.push(`${tokens ?? 0} tokens`);
+  let tps = st.tps;
+  if (tps === undefined && S.firstAt && S.n > 1 && !["done", "stopped", "error"].includes(status)) {
+    const dt = (performance.now() - S.firstAt) / 1000;
+    if (dt > 0.2) tps = (S.n / dt).toFixed(1);
+  }
+  if (tps !== undefined) bits.push(`${tps} tok/s`);
+  if (st.ttft !== undefined) bits.push(`TTFT ${st.ttft.toFixed(2)} s`);
+  if (status === "stopped") bits.push("stopped" + (st.stop_ms !== undefined ? ` (${st.stop_ms} ms)` : ""));
+  else if (st.finish) bits.push(st.finish);
+  else if (status === "approval") bits.push("waiting for approval");
+  else if (status === "waiting" || status === "streaming") bits.push("streaming…");
+  else if (status === "stopping") bits.push("stopping…");
+  return bits.join(" · ");
+}
+
+function lpColor(p) {
+  const hue = Math.round(120 * Math.max(0, Math.min(1, p)));
+  return `hsla(${hue}, 75%, 50%, 0.28)`;
+}
+
+function render({ model, el: root }) {
+  let store = stores.get(model);
+  if (!store) {
+    initialize({ model });
+    store = stores.get(model);
+  }
+  root.classList.add("nbchat-turn");
+  const head = el("div", "nbchat-head");
+  const prompt = el("div", "nbchat-prompt");
+  const params = el("div", "nbchat-params");
+  head.append(prompt, params);
+  const think = el("details", "nbchat-think");
+  const thinkSum = el("summary", null, "Thinking");
+  const thinkBody = el("pre", "nbchat-think-body");
+  think.append(thinkSum, thinkBody);
+  const plan = el("div", "nbchat-plan");
+  const calls = el("div", "nbchat-calls");
+  const approval = el("div", "nbchat-approval");
+  const body = el("div", "nbchat-body");
+  const tail = el("div", "nbchat-block nbchat-tail");
+  body.append(tail);
+  const lpBox = el("div", "nbchat-logprobs");
+  const error = el("div", "nbchat-error");
+  const foot = el("div", "nbchat-foot");
+  const stats = el("span", "nbchat-stats");
+  const stop = el("button", "nbchat-stop", "Stop");
+  stop.type = "button";
+  stop.addEventListener("click", () => {
+    model.send({ type: "stop" });
+    stop.disabled = true;
+    stop.textContent = "Stopping…";
+  });
+  foot.append(stats, stop);
+  root.replaceChildren(head, think, plan, calls, approval, body, lpBox, error, foot);
+
+  const blockEls = [];
+  let shownTail = null;
+  let lpShown = 0;
+  let callsKey = null;
+  let approvalKey = null;
+
+  const draw = () => {
+    const S = store.S;
+    const meta = S.meta;
+    const status = meta.status || "waiting";
+    root.dataset.status = status;
+    prompt.textContent = model.get("prompt");
+    const title = model.get("title");
+    const p = model.get("params") || {};
+    params.textContent = [title, ...Object.entries(p).map(([k, v]) => `${k}=${v}`)].filter(Boolean).join("  ");
+
+    think.hidden = !S.think;
+    if (thinkBody.textContent !== S.think) thinkBody.textContent = S.think;
+    plan.hidden = !S.plan;
+    plan.textContent = S.plan ? `Plan: ${S.plan}` : "";
+
+    const key = JSON.stringify(meta.calls || []);
+    if (key !== callsKey) {
+      callsKey = key;
+      calls.replaceChildren(
+        ...(meta.calls || []).map((c) => {
+          const d = el("div", "nbchat-call");
+          d.append(el("span", "nbchat-call-label", "tool call "), el("code", "nbchat-call-name", c.name));
+          d.append(el("pre", "nbchat-call-args", c.args || "{}"));
+          if (c.approved === false) d.append(el("div", "nbchat-call-denied", "denied"));
+          if (c.result !== undefined) d.append(el("pre", "nbchat-call-result", "→ " + c.result));
+          return d;
+        }),
+      );
+    }
+    const akey = JSON.stringify(meta.approval || null);
+    if (akey !== approvalKey) {
+      approvalKey = akey;
+      approval.replaceChildren();
+      if (meta.approval) {
+        approval.append(el("span", null, `Run ${meta.approval.map((c) => c.name).join(", ")}?`));
+        for (const [label, ok] of [["Approve", true], ["Deny", false]]) {
+          const b = el("button", `nbchat-${label.toLowerCase()}`, label);
+          b.type = "button";
+          b.addEventListener("click", () => {
+            model.send({ type: "approve", ok });
+            for (const x of approval.querySelectorAll("button")) x.disabled = true;
+          });
+          approval.append(b);
+        }
+      }
+    }
+    approval.hidden = !meta.approval;
+
+    // finished blocks: append new ones, replace the ones a citation changed
+    while (blockEls.length < S.blocks.length) {
+      const i = blockEls.length;
+      const b = el("div", "nbchat-block");
+      setHTML(b, S.blocks[i]);
+      body.insertBefore(b, tail);
+      blockEls.push(b);
+    }
+    while (blockEls.length > S.blocks.length) blockEls.pop().remove();
+    if (S.replaced) {
+      for (const i of S.replaced) if (blockEls[i]) setHTML(blockEls[i], S.blocks[i]);
+      S.replaced = null;
+    }
+    if (shownTail !== S.tail) {
+      setHTML(tail, S.tail);
+      shownTail = S.tail;
+    }
+
+    lpBox.hidden = S.lp.length === 0;
+    if (S.lp.length < lpShown) {
+      lpBox.replaceChildren();
+      lpShown = 0;
+    }
+    for (; lpShown < S.lp.length; lpShown++) {
+      const [text, prob] = S.lp[lpShown];
+      const span = el("span", "nbchat-lp", text);
+      span.style.background = lpColor(prob);
+      span.title = `p=${prob}`;
+      lpBox.append(span);
+    }
+
+    error.hidden = !meta.error;
+    error.textContent = meta.error ? `Error: ${meta.error}` : "";
+    stats.textContent = fmtStats(S, status);
+    const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
+    stop.hidden = !live;
+    if (live && status !== "stopping") {
+      stop.disabled = false;
+      stop.textContent = "Stop";
+    }
+  };
+  const onState = () => {
+    const st = model.get("state");
+    if (st && st.s > store.S.s) store.S = Object.assign(blank(), st);
+    draw();
+  };
+  store.views.add(draw);
+  model.on("change:state", onState);
+  model.on("change:prompt", draw);
+  const timer = setInterval(() => {
+    if (["streaming", "waiting"].includes(store.S.meta.status)) stats.textContent = fmtStats(store.S, store.S.meta.status);
+  }, 500);
+  draw();
+  return () => {
+    store.views.delete(draw);
+    model.off("change:state", onState);
+    model.off("change:prompt", draw);
+    clearInterval(timer);
+  };
+}
+
+export default { initialize, render };
