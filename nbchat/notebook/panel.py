@@ -1,0 +1,401 @@
+"""`Panel`: parameter sliders, a prompt box, Send/Stop, the transcript and a usage footer.
+
+It drives the same `Conversation` as the ``%%chat`` magic (through `runner.start_turn`), so
+turns sent from either place share one history. Ranges and defaults are Cohere's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from typing import Any
+
+import ipywidgets as w
+
+from .view import TurnView
+
+__all__ = ["Panel", "RANGES", "SAFETY_MODES"]
+
+# name: (min, max, step, default) -- Cohere v2 ranges and defaults
+RANGES: dict[str, tuple[float, float, float, float]] = {
+    "temperature": (0.0, 1.0, 0.01, 0.3),
+    "p": (0.01, 0.99, 0.01, 0.75),
+    "k": (0, 500, 1, 0),
+    "frequency_penalty": (0.0, 1.0, 0.01, 0.0),
+    "presence_penalty": (0.0, 1.0, 0.01, 0.0),
+}
+SAFETY_MODES = ("CONTEXTUAL", "STRICT", "OFF")
+BACKEND_CHOICES = ("auto", "local", "cohere", "v2", "openai")
+KNOWN_MODELS = {
+    "local": ["smollm2-135m"],
+    "cohere": [
+        "command-a-03-2025",
+        "command-r-plus-08-2024",
+        "command-r-08-2024",
+        "command-r7b-12-2024",
+    ],
+}
+SAFETY_NOTE = "safety_mode cannot be combined with documents or tools (Cohere v2 rule): not sent."
+
+
+def _slider(name: str) -> w.Widget:
+    lo, hi, step, default = RANGES[name]
+    cls = w.IntSlider if name == "k" else w.FloatSlider
+    kw: dict[str, Any] = {} if name == "k" else {"readout_format": ".2f"}
+    s = cls(
+        value=default,
+        min=lo,
+        max=hi,
+        step=step,
+        description=name,
+        continuous_update=False,
+        style={"description_width": "120px"},
+        layout=w.Layout(width="340px"),
+        **kw,
+    )
+    s.add_class(f"nbchat-panel-{name.replace('_', '-')}")
+    return s
+
+
+class Panel(w.VBox):
+    """Parameter panel + prompt box + transcript for one Conversation.
+
+    ``Panel(conversation=None, backend=None)``: `conversation` defaults to a new
+    `Conversation`; `backend` is a Backend instance or name (default: the conversation's, else
+    ``auto``). ``documents`` / ``tools`` attributes (or constructor arguments) are sent with
+    each turn; while either is set the safety_mode dropdown is disabled with an explanation.
+    """
+
+    def __init__(
+        self,
+        conversation: Any = None,
+        backend: Any = None,
+        *,
+        documents: list[Any] | None = None,
+        tools: list[Any] | None = None,
+        model: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from ..conversation import Conversation
+
+        self.conversation = conversation if conversation is not None else Conversation()
+        self._backend_obj = (
+            backend if backend is not None and not isinstance(backend, str) else None
+        )
+        self._backends: dict[str, Any] = {}
+        self._handle: Any = None
+        self._lock = threading.Lock()
+        self.views: list[TurnView] = []
+        self.dataframe: Any = None
+
+        self.sliders = {name: _slider(name) for name in RANGES}
+        self.max_tokens = w.BoundedIntText(
+            value=0,
+            min=0,
+            max=1_000_000,
+            description="max_tokens",
+            tooltip="0 = the model's default",
+            style={"description_width": "120px"},
+            layout=w.Layout(width="230px"),
+        )
+        self.max_tokens.add_class("nbchat-panel-max-tokens")
+        self.seed = w.Text(
+            value="",
+            placeholder="random",
+            description="seed",
+            style={"description_width": "120px"},
+            layout=w.Layout(width="230px"),
+        )
+        self.seed.add_class("nbchat-panel-seed")
+        bname = backend if isinstance(backend, str) else getattr(backend, "name", None)
+        if bname is None and isinstance(self.conversation.backend, str):
+            bname = self.conversation.backend
+        if bname is None and self.conversation.backend is not None:
+            bname = getattr(self.conversation.backend, "name", None)
+        bname = bname if bname in BACKEND_CHOICES else "auto"
+        self.backend = w.Dropdown(
+            options=list(BACKEND_CHOICES),
+            value=bname,
+            description="backend",
+            style={"description_width": "120px"},
+            layout=w.Layout(width="300px"),
+        )
+        self.backend.add_class("nbchat-panel-backend")
+        self.model = w.Combobox(
+            value=model or self.conversation.params.get("model") or self._default_model(bname),
+            options=self._model_options(bname),
+            ensure_option=False,
+            description="model",
+            style={"description_width": "120px"},
+            layout=w.Layout(width="340px"),
+        )
+        self.model.add_class("nbchat-panel-model")
+        self.backend.observe(self._on_backend, names="value")
+        self.safety_mode = w.Dropdown(
+            options=list(SAFETY_MODES),
+            value="CONTEXTUAL",
+            description="safety_mode",
+            style={"description_width": "120px"},
+            layout=w.Layout(width="300px"),
+        )
+        self.safety_mode.add_class("nbchat-panel-safety")
+        self.safety_note = w.HTML("")
+        self.prompt = w.Textarea(
+            placeholder="Message (Send to submit)", layout=w.Layout(width="100%", height="80px")
+        )
+        self.prompt.add_class("nbchat-panel-prompt")
+        self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.send_button.add_class("nbchat-panel-send")
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.stop_button.add_class("nbchat-panel-stop")
+        self.export_button = w.Button(
+            description="Export",
+            icon="download",
+            tooltip="conversation.to_dataframe() -> panel.dataframe + CSV",
+        )
+        self.export_button.add_class("nbchat-panel-export")
+        self.status = w.HTML("")
+        self.status.add_class("nbchat-panel-status")
+        self.transcript = w.VBox([])
+        self.transcript.add_class("nbchat-panel-transcript")
+        self.footer = w.HTML("")
+        self.footer.add_class("nbchat-panel-usage")
+
+        self.send_button.on_click(lambda _b: self.send())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.export_button.on_click(lambda _b: self.export())
+
+        self._documents = documents
+        self._tools = tools
+        self._update_safety()
+        for turn in self.conversation.turns:  # earlier turns: static, cheap
+            self.transcript.children += (self._static(turn),)
+        self._update_footer()
+
+        params_box = w.VBox(
+            [
+                w.HBox([self.backend, self.model]),
+                w.HBox([self.sliders["temperature"], self.sliders["p"]]),
+                w.HBox([self.sliders["k"], self.max_tokens, self.seed]),
+                w.HBox([self.sliders["frequency_penalty"], self.sliders["presence_penalty"]]),
+                w.HBox([self.safety_mode, self.safety_note]),
+            ]
+        )
+        buttons = w.HBox([self.send_button, self.stop_button, self.export_button, self.status])
+        super().__init__([params_box, self.transcript, self.prompt, buttons, self.footer], **kwargs)
+        self.add_class("nbchat-panel")
+
+    def __repr__(self) -> str:
+        return f"<nbchat.Panel turns={len(self.conversation.turns)}>"
+
+    # -- documents / tools gate safety_mode ------------------------------------------------------
+    @property
+    def documents(self) -> list[Any] | None:
+        return self._documents
+
+    @documents.setter
+    def documents(self, value: list[Any] | None) -> None:
+        self._documents = value
+        self._update_safety()
+
+    @property
+    def tools(self) -> list[Any] | None:
+        return self._tools
+
+    @tools.setter
+    def tools(self, value: list[Any] | None) -> None:
+        self._tools = value
+        self._update_safety()
+
+    def _update_safety(self) -> None:
+        blocked = bool(self._documents) or bool(self._tools)
+        self.safety_mode.disabled = blocked
+        self.safety_note.value = f"<small><i>{SAFETY_NOTE}</i></small>" if blocked else ""
+
+    # -- backend / model -------------------------------------------------------------------------
+    @staticmethod
+    def _default_model(bname: str) -> str:
+        from ..backends import default_model
+
+        try:
+            return default_model(bname)
+        except Exception:
+            return ""
+
+    def _model_options(self, bname: str) -> list[str]:
+        from ..backends import resolve_name
+
+        try:
+            return list(KNOWN_MODELS.get(resolve_name(bname), []))
+        except Exception:
+            return []
+
+    def _on_backend(self, change: dict[str, Any]) -> None:
+        self.model.options = self._model_options(change["new"])
+        self.model.value = self._default_model(change["new"])
+        self._backend_obj = None
+
+    def _get_backend(self) -> Any:
+        if self._backend_obj is not None:
+            return self._backend_obj
+        name = self.backend.value
+        if name not in self._backends:  # one instance per name: the local model loads once
+            conv_backend = self.conversation.backend
+            if (
+                conv_backend is not None
+                and not isinstance(conv_backend, str)
+                and getattr(conv_backend, "name", None) == name
+            ):
+                self._backends[name] = conv_backend
+            else:
+                from ..backends import get_backend
+
+                self._backends[name] = get_backend(name)
+        return self._backends[name]
+
+    # -- actions ---------------------------------------------------------------------------------
+    def request_params(self) -> dict[str, Any]:
+        """The v2 parameters Send will use (on top of the conversation's defaults)."""
+        params: dict[str, Any] = dict(self.conversation.params)
+        for name, slider in self.sliders.items():
+            params[name] = int(slider.value) if name == "k" else round(float(slider.value), 4)
+        if self.model.value:
+            params["model"] = self.model.value
+        if self.max_tokens.value > 0:
+            params["max_tokens"] = int(self.max_tokens.value)
+        seed = self.seed.value.strip()
+        if seed:
+            params["seed"] = int(seed)  # ValueError names the bad input at Send
+        if self._documents:
+            params["documents"] = list(self._documents)
+        if self._tools:
+            params["tools"] = list(self._tools)
+        if not self.safety_mode.disabled:
+            params["safety_mode"] = self.safety_mode.value
+        else:
+            params.pop("safety_mode", None)
+        return params
+
+    def send(self, prompt: str | None = None) -> TurnView | None:
+        """Send the prompt box (or `prompt`) as a new turn; returns its live view."""
+        from .. import runner
+        from ..errors import redact
+
+        text = (prompt if prompt is not None else self.prompt.value).strip()
+        if not text:
+            self.status.value = "<small>Type a message first.</small>"
+            return None
+        try:
+            params = self.request_params()
+            backend = self._get_backend()
+        except Exception as exc:  # bad seed, unknown backend...: show it, send nothing
+            self.status.value = f"<small style='color:#c62828'>{_esc(redact(str(exc)))}</small>"
+            return None
+        functions = [t for t in params.pop("tools", []) if callable(t)]
+        tool_dicts = [t for t in (self._tools or []) if not callable(t)]
+        if tool_dicts:
+            params["tools"] = tool_dicts
+        view = TurnView(text, params={k: v for k, v in params.items() if k != "documents"})
+        listener = _PanelListener(self, view)
+        try:
+            handle = runner.start_turn(
+                self.conversation,
+                backend,
+                text,
+                params,
+                listener=listener,
+                tools=functions or None,
+                approve=view.approve if functions else None,
+            )
+        except Exception as exc:  # ValidationError: nothing was sent, conversation unchanged
+            self.status.value = f"<small style='color:#c62828'>{_esc(redact(str(exc)))}</small>"
+            view.close()
+            return None
+        view.attach(handle)
+        with self._lock:
+            self._handle = handle
+            self.views.append(view)
+        self.transcript.children += (view,)
+        if prompt is None:
+            self.prompt.value = ""
+        self.status.value = ""
+        self.stop_button.disabled = False
+        return view
+
+    def stop(self) -> None:
+        """Stop the running turn (its partial reply stays, marked stopped)."""
+        with self._lock:
+            handle = self._handle
+        if handle is not None and not handle.done:
+            view = self.views[-1] if self.views else None
+            if view is not None:
+                view.stop()  # marks the view and cancels the handle
+            else:
+                handle.cancel()
+
+    def export(self, path: str | None = None) -> Any:
+        """`conversation.to_dataframe()`, kept in `panel.dataframe` and saved as CSV."""
+        df = self.conversation.to_dataframe()
+        self.dataframe = df
+        if path is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = f"nbchat-export-{stamp}.csv"
+        df.to_csv(path, index=False)
+        self.export_path = path
+        self.status.value = (
+            f"<small>Exported {len(df)} rows to {_esc(str(path))} (panel.dataframe)</small>"
+        )
+        return df
+
+    def _turn_done(self, handle_turn: Any) -> None:
+        with self._lock:
+            if self._handle is not None and self._handle.done:
+                self.stop_button.disabled = True
+        self._update_footer()
+
+    def _update_footer(self) -> None:
+        usage = self.conversation.usage or {}
+        toks = usage.get("tokens") or usage.get("billed_units") or {}
+        n_in = int(toks.get("input_tokens") or 0)
+        n_out = int(toks.get("output_tokens") or 0)
+        self.footer.value = (
+            f"<small>{len(self.conversation.turns)} turns · {n_in + n_out} tokens "
+            f"({n_in} in / {n_out} out)</small>"
+        )
+
+    def _static(self, turn: Any) -> w.Widget:
+        from .render import static_bundle
+
+        out = w.HTML(static_bundle(turn)["text/html"])
+        out.add_class("nbchat-panel-static")
+        return out
+
+
+class _PanelListener:
+    """Forward runner callbacks to the view, then refresh the panel's footer."""
+
+    def __init__(self, panel: Panel, view: TurnView) -> None:
+        self.panel = panel
+        self.inner = view.listener()
+
+    def on_start(self) -> None:
+        self.inner.on_start()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.inner.on_event(event)
+
+    def on_tool_calls(self, calls: list[dict[str, Any]]) -> None:
+        self.inner.on_tool_calls(calls)
+
+    def on_tool_result(self, call: dict[str, Any], message: dict[str, Any]) -> None:
+        self.inner.on_tool_result(call, message)
+
+    def on_done(self, turn: Any) -> None:
+        self.inner.on_done(turn)
+        self.panel._turn_done(turn)
+
+
+def _esc(s: str) -> str:
+    import html
+
+    return html.escape(s)
