@@ -856,6 +856,12 @@ def _maybe_json(v: Any) -> Any:
         try:
             return json.loads(v)
         except json.JSONDecodeError:
+            pass
+        try:  # pandas' to_csv writes dict cells as Python reprs; literal_eval evaluates no code
+            import ast
+
+            return ast.literal_eval(v)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             return v
     return v
 
