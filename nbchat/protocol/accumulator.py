@@ -37,20 +37,28 @@ class Accumulator:
         self.events += 1
         t = event.get("type")
         if t == "content-delta":  # hot path first
-            content = _message(event).get("content") or {}
-            block = self._blocks.get(event.get("index", 0))
+            try:  # the wire shape, without helper calls
+                content = event["delta"]["message"]["content"]
+                piece = content.get("text")
+            except (KeyError, TypeError, AttributeError):
+                content = _message(event).get("content")
+                if not isinstance(content, dict):
+                    content = {}
+                piece = content.get("text")
+            idx = event.get("index", 0)
+            block = self._blocks.get(idx)
             if block is None:
-                block = self._blocks[event.get("index", 0)] = [None, []]
-            piece = content.get("text")
+                block = self._blocks[idx] = [None, []]
             if piece is None:
                 piece = content.get("thinking")
                 if piece is not None and block[0] is None:
                     block[0] = "thinking"
             if piece:
                 block[1].append(piece)
-            lp = event.get("logprobs")
-            if lp is not None:
-                self.logprobs.append(lp)
+            if "logprobs" in event:
+                lp = event["logprobs"]
+                if lp is not None:
+                    self.logprobs.append(lp)
         elif t == "message-start":
             self.started = True
             self.id = event.get("id", self.id)
@@ -120,7 +128,11 @@ class Accumulator:
             if args.strip() in ("", "null"):
                 args = "{}"
             out.append(
-                {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": args}}
+                {
+                    "id": c["id"],
+                    "type": c["type"],
+                    "function": {"name": c["name"], "arguments": args},
+                }
             )
         return out
 
