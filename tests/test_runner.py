@@ -640,3 +640,31 @@ def test_threads_append_while_cells_read() -> None:
     assert snapshots > 5
     assert len(conv) == 5 and all(t.complete for t in conv)
     assert len(conv.messages) == 11
+
+
+def test_logprobs_and_document_citations_recorded() -> None:
+    from nbchat.protocol.events import StreamBuilder, usage_dict
+
+    sb = StreamBuilder()
+    events = [sb.start()]
+    for i, piece in enumerate(["Paris", " is", " nice."]):
+        events += sb.text(piece, logprobs={"token_ids": [i], "logprobs": [-0.1 * (i + 1)]})
+    cit = {
+        "start": 0,
+        "end": 5,
+        "text": "Paris",
+        "sources": [{"type": "document", "id": "doc:0", "document": {"text": "Paris"}}],
+    }
+    events += sb.citation(cit)
+    events += sb.end("COMPLETE", usage_dict(7, 3))
+    conv = Conversation()
+    handle = start_turn(
+        conv, ReplayBackend(events), "where?", {**MODEL, "logprobs": True, "documents": ["Paris"]}
+    )
+    turn = handle.wait(5)
+    assert turn.status == "complete" and turn.text == "Paris is nice."
+    assert [lp["logprobs"] for lp in turn.logprobs] == [[-0.1], [-0.2], [pytest.approx(-0.3)]]
+    assert turn.citations == [cit] and turn.output[-1]["citations"] == [cit]
+    assert turn.params["documents"] == ["Paris"]  # request params recorded as sent
+    assert turn.timings["tokens_per_second"] > 0 and turn.usage["tokens"]["output_tokens"] == 3
+    sdk_messages(conv.messages)
