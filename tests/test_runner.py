@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import copy
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -668,3 +669,67 @@ def test_logprobs_and_document_citations_recorded() -> None:
     assert turn.params["documents"] == ["Paris"]  # request params recorded as sent
     assert turn.timings["tokens_per_second"] > 0 and turn.usage["tokens"]["output_tokens"] == 3
     sdk_messages(conv.messages)
+
+
+# -- end to end with real backends ---------------------------------------------------------------
+def test_http_client_turn_and_cancel_over_loopback() -> None:
+    """The real nbchat.Client against a loopback v2 server: a full turn, then Stop while the
+    server stalls mid-stream (the socket is shut down; the partial is kept)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from v2server import V2Server, byte_offset_after, fixture_body, sse
+
+    from nbchat.backends.cohere import Client
+
+    body = fixture_body("lc_stream_plain")
+    with V2Server() as srv:
+        srv.push(sse(body), sse(body, stall_after=byte_offset_after(body, 12)))
+        client = Client(base_url=srv.url, api_key="test-key-abcdef", max_retries=0)
+        conv = Conversation()
+        turn = conv.send("hi", backend=client, **MODEL)
+        assert turn.complete and turn.text == final("lc_stream_plain")["text"]
+        sent = srv.requests[0].json
+        assert sent["messages"] == [{"role": "user", "content": "hi"}] and sent["stream"] is True
+        rec = Recorder()
+        handle = start_turn(conv, client, "again", MODEL, listener=rec)
+        deadline = time.monotonic() + 5
+        while rec.names().count("on_event") < 11 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)  # the server now stalls after 12 events
+        t0 = time.perf_counter()
+        handle.cancel()
+        latency = time.perf_counter() - t0
+        print(f"cancel latency over loopback HTTP: {latency * 1000:.1f} ms")
+        assert latency < 0.2 and rec.done.wait(1)
+        assert handle.turn.status == "cancelled" and handle.turn.text
+        assert [m["content"] for m in conv.messages if m["role"] == "user"] == ["hi"]
+        # the second request carried the first (complete) turn
+        assert [m["role"] for m in srv.requests[1].json["messages"]] == [
+            "user",
+            "assistant",
+            "user",
+        ]
+
+
+@pytest.mark.engine
+def test_embedded_engine_turns_and_stop() -> None:
+    from nbchat.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    conv = Conversation(system="You are terse.")
+    turn = conv.send("Name a colour.", backend=backend, max_tokens=8, temperature=0.0)
+    assert turn.complete and turn.text.strip() and turn.timings["ttft"] > 0
+    assert turn.usage["tokens"]["output_tokens"] >= 1
+    rec = Recorder()
+    handle = start_turn(
+        conv, backend, "Write a long story about the sea.", {"max_tokens": 400}, listener=rec
+    )
+    deadline = time.monotonic() + 30
+    while rec.names().count("on_event") < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    handle.cancel()
+    latency = time.perf_counter() - t0
+    print(f"cancel latency with the embedded engine: {latency * 1000:.1f} ms")
+    assert latency < 0.2 and handle.turn.status == "cancelled"
+    sdk_messages(conv.messages)
+    assert len(conv.messages) == 3  # system + the complete turn only
