@@ -32,7 +32,7 @@ Request mapping (v2 -> OpenAI)
 * ``response_format``: ``{"type": "json_object"}`` -> ``{"type": "json_object"}``; with a
   ``json_schema`` -> OpenAI's ``{"type": "json_schema", "json_schema": {"name": "response",
   "schema": ...}}`` (vLLM, OpenAI, Ollama). llama-cpp-python's server rejects that type (HTTP
-  422) and wants ``{"type": "json_object", "schema": ...}`` instead: on such a 400/422 the
+  422) and wants ``{"type": "json_object", "schema": ...}`` instead: on a 400/422/500 naming response_format the
   request is resent once in that form and the backend remembers it
   (``response_format_style="llama.cpp"`` selects it from the start).
 * ``thinking`` and ``priority`` have no OpenAI equivalent and are not sent.
@@ -709,13 +709,14 @@ class OpenAIBackend:
                     resp.close()
                 error = _openai_error(status, raw, resp.headers)
                 if (
-                    status in (400, 422)
+                    status in (400, 422, 500)
                     and wants_schema
                     and style == "openai"
                     and self.response_format_style == "auto"
                     and b"response_format" in raw
                 ):
-                    # llama-cpp-python: no "json_schema" type; it takes json_object + schema.
+                    # llama-cpp-python has no "json_schema" type (it answers 500 with a
+                    # validation error naming response_format); it takes json_object + schema.
                     style = "llama.cpp"
                     self.response_format_style = "llama.cpp"
                     continue
