@@ -507,7 +507,13 @@ class Client:
                     if decoder.done:
                         break
                 if not decoder.done:
-                    for event in decoder.close():
+                    try:
+                        tail = decoder.close()
+                    except StreamError:  # EOF inside an event: a cut stream, not bad SSE
+                        raise NetError(
+                            f"stream ended before message-end (inside an event, after {acc.events} events)"
+                        ) from None
+                    for event in tail:
                         feed(event)
                         yield event
                         if acc.ended:
