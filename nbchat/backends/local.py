@@ -168,7 +168,7 @@ def _tool_grammar(tools: list[dict[str, Any]], strict: bool) -> str:
     conv.visit(schema, "nbc-call")
     more = f'("\\n" nbc-item){{0,{MAX_PARALLEL_CALLS - 1}}}'
     rules = {
-        "root": f'"{prompting.PLAN_PREFIX}" nbc-plan "\\n" nbc-item {more}',
+        "root": f'"{prompting.PLAN_PREFIX}I will " nbc-plan "\\n" nbc-item {more}',
         "nbc-plan": "[^\\n<]{1,160}",
         "nbc-item": f'"{prompting.TOOL_CALL_OPEN}" nbc-call "{prompting.TOOL_CALL_CLOSE}"',
     }
