@@ -148,6 +148,10 @@ def _dict(field: str, v: Any, what: str = "an object") -> dict[str, Any]:
     return v
 
 
+def _name(key: Any) -> str:
+    return key if isinstance(key, str) and key.isprintable() and key else repr(key)
+
+
 def _unknown(field: str, value: Any, allowed: tuple[str, ...], where: str) -> ValidationError:
     listed = ", ".join(allowed)
     shown = repr(value)
@@ -169,7 +173,7 @@ def _unknown(field: str, value: Any, allowed: tuple[str, ...], where: str) -> Va
 def _keys(field: str, obj: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in obj:
         if key not in allowed:
-            raise _unknown(f"{field}.{key}", obj[key], allowed, field)
+            raise _unknown(f"{field}.{_name(key)}", obj[key], allowed, field)
 
 
 def _enum(
@@ -195,7 +199,7 @@ def validate_request(body: dict[str, Any]) -> dict[str, Any]:
         raise _fail("body", body, "a JSON object (dict) with model and messages")
     for key in body:
         if key not in ALLOWED_FIELDS:
-            raise _unknown(str(key), body[key], ALLOWED_FIELDS, "the v2 chat request")
+            raise _unknown(_name(key), body[key], ALLOWED_FIELDS, "the v2 chat request")
     # None means "unset" for optional fields: drop it, as the SDK does.
     req = {k: copy.deepcopy(v) for k, v in body.items() if v is not None or k in REQUIRED_FIELDS}
 
