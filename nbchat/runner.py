@@ -270,6 +270,8 @@ class TurnHandle:
                         self._round_first = now
                         with self._lock:
                             self.turn.timings.setdefault("ttft", now - self._t0)
+                if self._finalized:  # finalised meanwhile: no hook after on_done
+                    raise _Abort
                 self._notify("on_event", event)
                 if self.cancel_signal.is_set():
                     break
@@ -312,7 +314,8 @@ class TurnHandle:
                 if self._finalized:
                     raise _Abort
                 self.turn.output.append(result)
-            self._notify("on_tool_result", copy.deepcopy(call), copy.deepcopy(result))
+                call_copy, result_copy = copy.deepcopy(call), copy.deepcopy(result)
+            self._notify("on_tool_result", call_copy, result_copy)
 
     # -- finishing -----------------------------------------------------------------------------
     def _finalize(
