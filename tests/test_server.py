@@ -757,3 +757,174 @@ def test_nbchat_client_cancel_reaches_the_server_backend() -> None:
                 stream.cancel()
                 break
         assert echo.cancelled.wait(3)
+
+
+# -- the real embedded engine behind the server ------------------------------------------------
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def engine_url() -> Iterator[str]:
+    from nbchat.backends.local import LocalBackend
+
+    with run_server(create_app(LocalBackend())) as u:
+        yield u
+
+
+def _text(res: Any) -> str:
+    return "".join(c.text for c in (res.message.content or []) if c.type == "text")
+
+
+@pytest.mark.engine
+def test_engine_sdk_chat_and_stream_every_parameter(engine_url: str) -> None:
+    from nbchat.protocol.events import check_order
+
+    co = sdk(engine_url)
+    params = dict(ALL_PARAMS, max_tokens=8, stop_sequences=["\n\n"])
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    res = co.chat(model=MODEL, messages=messages, **params)
+    assert res.finish_reason in ("COMPLETE", "MAX_TOKENS", "STOP_SEQUENCE")
+    assert 0 < res.usage.tokens.output_tokens <= 8 and res.usage.tokens.input_tokens > 0
+    assert res.logprobs and all(lp.token_ids for lp in res.logprobs)
+    events = list(co.chat_stream(model=MODEL, messages=messages, **params))
+    check_order([e.dict(exclude_none=True) for e in events])
+    deltas = [e for e in events if e.type == "content-delta"]
+    assert deltas and all(e.logprobs is not None for e in deltas)
+    # same seed and parameters through HTTP: the same reply
+    again = co.chat(model=MODEL, messages=messages, **params)
+    assert _text(again) == _text(res)
+
+
+@pytest.mark.engine
+def test_engine_sdk_max_tokens_and_stop(engine_url: str) -> None:
+    co = sdk(engine_url)
+    msgs = [{"role": "user", "content": "Count from 1 to 50, separated by commas."}]
+    res = co.chat(model=MODEL, messages=msgs, max_tokens=5, temperature=0)
+    assert res.finish_reason == "MAX_TOKENS" and res.usage.tokens.output_tokens == 5
+    res = co.chat(model=MODEL, messages=msgs, max_tokens=60, temperature=0, stop_sequences=["5"])
+    assert res.finish_reason == "STOP_SEQUENCE" and "5" not in _text(res)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("mode", ["FAST", "ACCURATE", "OFF"])
+def test_engine_sdk_documents(engine_url: str, mode: str) -> None:
+    co = sdk(engine_url)
+    docs = [{"id": "paris", "data": {"text": "Paris is the capital of France."}}]
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    res = co.chat(
+        model=MODEL,
+        messages=msgs,
+        documents=docs,
+        citation_options={"mode": mode},
+        max_tokens=24,
+        temperature=0,
+    )
+    text = _text(res)
+    for c in res.message.citations or []:
+        assert text[c.start : c.end] == c.text
+        assert c.sources[0].type == "document" and c.sources[0].id == "paris"
+    if mode == "OFF":
+        assert not res.message.citations
+    events = list(
+        co.chat_stream(
+            model=MODEL,
+            messages=msgs,
+            documents=docs,
+            citation_options={"mode": mode},
+            max_tokens=24,
+            temperature=0,
+        )
+    )
+    streamed = [e.delta.message.citations for e in events if e.type == "citation-start"]
+    assert [(c.start, c.end) for c in streamed] == [
+        (c.start, c.end) for c in res.message.citations or []
+    ]
+
+
+@pytest.mark.engine
+def test_engine_sdk_tools_required(engine_url: str) -> None:
+    co = sdk(engine_url)
+    msgs = [{"role": "user", "content": "Search the web for cheap flights to Rome."}]
+    res = co.chat(
+        model=MODEL,
+        messages=msgs,
+        tools=TOOLS,
+        tool_choice="REQUIRED",
+        strict_tools=True,
+        max_tokens=200,  # the plan comes first and counts too
+        temperature=0,
+    )
+    assert res.finish_reason == "TOOL_CALL"
+    call = res.message.tool_calls[0]
+    assert call.function.name == "search"
+    assert isinstance(json.loads(call.function.arguments)["query"], str)
+    events = list(
+        co.chat_stream(
+            model=MODEL, messages=msgs, tools=TOOLS, tool_choice="REQUIRED", max_tokens=200
+        )
+    )
+    types = [e.type for e in events]
+    assert "tool-call-start" in types and "tool-call-end" in types
+    assert events[-1].delta.finish_reason == "TOOL_CALL"
+
+
+@pytest.mark.engine
+def test_engine_sdk_response_format(engine_url: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
+    res = sdk(engine_url).chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give a city and its country as JSON."}],
+        response_format={"type": "json_object", "json_schema": schema},
+        max_tokens=60,
+        temperature=0,
+    )
+    obj = json.loads(_text(res))
+    assert isinstance(obj["city"], str) and isinstance(obj["country"], str)
+
+
+@pytest.mark.engine
+def test_engine_disconnect_frees_the_engine(engine_url: str) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+        "max_tokens": 3000,
+        "stream": True,
+    }
+    sock = _open_stream(engine_url, body)
+    _read_until(sock, b"event: content-delta", timeout=60)
+    sock.close()
+    # one scheduler thread: if the abandoned generation kept running, this would wait for it
+    t0 = time.monotonic()
+    status, _, raw = post(engine_url, {**body, "max_tokens": 3, "stream": False})
+    assert status == 200, raw
+    # (generous bound: the CI machine is shared; the abandoned 3000 tokens take minutes)
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.engine
+def test_engine_nbchat_client_matches_in_process(engine_url: str) -> None:
+    from nbchat.backends.base import collect
+    from nbchat.backends.cohere import Client
+    from nbchat.backends.local import LocalBackend
+
+    request = validate_request(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Name three fruits."}],
+            "max_tokens": 12,
+            "seed": 11,
+            "temperature": 0.7,
+        }
+    )
+    over_http = collect(Client(api_key="x", base_url=engine_url, max_retries=0).stream(request))
+    in_process = collect(LocalBackend().stream(request))
+    assert over_http["message"] == in_process["message"]
+    assert over_http["usage"] == in_process["usage"]
