@@ -664,38 +664,39 @@ def test_message_text():
 
 
 # -- fuzz: only ValidationError, never another exception ------------------------------------
+_scalar = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    _scalar,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
     ),
-    max_leaves=20,
+    max_leaves=8,
 )
-_keys = st.sampled_from(["model", "messages", *PARAM_FIELDS, "role", "content", "x"])
+_call = st.fixed_dictionaries(
+    {"id": st.sampled_from(["c1", "c2"]) | _scalar},
+    optional={
+        "type": st.sampled_from(["function", "x"]) | _scalar,
+        "function": st.dictionaries(
+            st.sampled_from(["name", "arguments", "x"]), _scalar, max_size=3
+        ),
+    },
+)
 _msg = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "tool", "system", "x"])},
     optional={
-        "content": _json | st.text(max_size=5),
-        "tool_call_id": st.sampled_from(["c1", "c2", ""]) | _json,
-        "tool_calls": st.lists(
-            st.fixed_dictionaries(
-                {"id": st.sampled_from(["c1", "c2"]) | _json},
-                optional={
-                    "type": _json,
-                    "function": st.dictionaries(st.sampled_from(["name", "arguments"]), _json),
-                },
-            ),
-            max_size=2,
-        ),
-        "tool_plan": _json,
+        "content": _json,
+        "tool_call_id": st.sampled_from(["c1", "c2", ""]) | _scalar,
+        "tool_calls": st.lists(_call, max_size=2),
+        "tool_plan": _scalar,
     },
 )
 _bodies = st.one_of(
     _json,
-    st.dictionaries(_keys, _json, max_size=8),
-    st.fixed_dictionaries(
-        {"model": st.text(max_size=5) | _json, "messages": st.lists(_msg, max_size=4)},
-        optional={k: _json for k in PARAM_FIELDS},
+    st.builds(
+        lambda model, messages, params: {"model": model, "messages": messages, **params},
+        st.text(max_size=5) | _scalar,
+        st.lists(_msg, max_size=3),
+        st.dictionaries(st.sampled_from([*PARAM_FIELDS, "x"]), _json, max_size=4),
     ),
 )
 
