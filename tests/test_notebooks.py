@@ -73,6 +73,7 @@ def test_notebooks_are_committed_without_outputs(name):
 
 
 @pytest.mark.engine
+@pytest.mark.timeout(1200)  # the embedded model on 2 shared cores: minutes, not seconds
 def test_quickstart_runs_headless(tmp_path, monkeypatch):
     monkeypatch.delenv("CO_API_KEY", raising=False)  # auto -> the embedded model
     monkeypatch.delenv("COHERE_API_KEY", raising=False)
@@ -86,6 +87,7 @@ def test_quickstart_runs_headless(tmp_path, monkeypatch):
 
 
 @pytest.mark.engine
+@pytest.mark.timeout(2400)
 def test_tour_runs_headless_and_shows_every_feature(tmp_path, monkeypatch):
     monkeypatch.delenv("CO_API_KEY", raising=False)
     monkeypatch.delenv("COHERE_API_KEY", raising=False)

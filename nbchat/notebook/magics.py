@@ -915,11 +915,21 @@ def _flag_message(exc: Any) -> str:
 
 
 def _shown_params(params: dict[str, Any], tools: list[Any] | None) -> dict[str, Any]:
-    shown = {k: v for k, v in params.items() if k != "documents"}
-    if params.get("documents"):
-        shown["documents"] = len(params["documents"])
+    """The parameters as the view's header shows them: scalars, with lists/dicts summarised."""
+    shown: dict[str, Any] = {}
+    for key, value in params.items():
+        if key == "documents":
+            shown[key] = len(value)
+        elif key == "response_format":
+            shown[key] = value.get("type", "") + (" + schema" if value.get("json_schema") else "")
+        elif key == "citation_options":
+            shown["citations"] = value.get("mode", "")
+        elif isinstance(value, (list, dict)):
+            shown[key] = json.dumps(value, ensure_ascii=False)[:200]
+        else:
+            shown[key] = value
     if tools:
-        shown["tools"] = [getattr(f, "__name__", "tool") for f in tools]
+        shown["tools"] = ", ".join(getattr(f, "__name__", "tool") for f in tools)
     return shown
 
 
