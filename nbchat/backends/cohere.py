@@ -494,7 +494,7 @@ class Client:
                     f"expected Content-Type text/event-stream, got {ctype!r}", line=raw[:2000]
                 )
             decoder = SSEDecoder()
-            decode = decoder.feed
+            decode = decoder.iter_feed  # a generator: large chunks do not build thousands of dicts at once
             feed = acc.feed
             chunks = _body_chunks(resp, self.timeout.read)
             try:
