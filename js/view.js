@@ -79,7 +79,8 @@ function apply(S, msg) {
       S.blocks.push(op[1]);
       S.dirtyBlocks = true;
     } else if (op[0] === "t") {
-      S.tail = S.tail.slice(0, op[1]) + op[2];
+      const end = op.length > 3 ? S.tail.slice(S.tail.length - op[3]) : "";
+      S.tail = S.tail.slice(0, op[1]) + op[2] + end;
     } else if (op[0] === "r") {
       S.blocks[op[1]] = op[2];
       (S.replaced = S.replaced || new Set()).add(op[1]);

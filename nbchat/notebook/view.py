@@ -13,6 +13,7 @@ ops, applied in order by js/view.js (and by `apply_message` below, used by the t
     ["k", u]        move the first u UTF-16 units of the tail into a new finished block
     ["b", html]     append a finished block
     ["t", u, add]   keep the first u UTF-16 units of the tail, append `add`
+    ["t", u, add, e]  same, then re-append the tail's last e units (its closing tags)
     ["r", i, html]  replace finished block i (a citation arrived for it)
 
 Finished blocks never change again except through "r", so each tick costs O(new text).
@@ -160,7 +161,7 @@ class StreamDoc:
         tops = [
             t.map[0] for t in md_parser().parse(src) if t.level == 0 and t.map and t.nesting >= 0
         ]
-        old = self.tail_html
+        new = render_source(src, self.sups)
         if len(tops) >= 2 and tops[-1] > 0:
             # Everything before the last top-level block is finished: a later line can only
             # extend the last block (or start a new one), never reach back across it.
@@ -174,20 +175,37 @@ class StreamDoc:
                 n_marks = sum(1 for ch in src[:pos] if 0xE000 <= ord(ch) <= 0xF8FF)
                 raw_cut = pos - n_marks
                 done_html = render_source(src[:pos], self.sups)
-                if old.startswith(done_html):
+                rest_html = render_source(src[pos:], self.sups)
+                if new == done_html + rest_html:  # the usual case: diff, then split in place
+                    self._diff(self.tail_html, new)
                     self._ops.append(["k", _u16(done_html)])
-                    old = old[len(done_html) :]
-                else:
+                else:  # rendering is not concatenative here: send the block itself
                     self._ops.append(["b", done_html])
+                    self._diff(self.tail_html, rest_html)
                 self.blocks.append([start, raw[:raw_cut], done_html])
                 self.tail_start = start + raw_cut
-                self.tail_raw = raw = raw[raw_cut:]
-                src = src[pos:]
-        new = render_source(src, self.sups)
-        if new != old:
-            keep = _common_prefix(old, new)
-            self._ops.append(["t", _u16(old[:keep]), new[keep:]])
+                self.tail_raw = raw[raw_cut:]
+                self.tail_html = rest_html
+                return
+        self._diff(self.tail_html, new)
         self.tail_html = new
+
+    def _diff(self, old: str, new: str) -> None:
+        if new == old:
+            return
+        keep = _common_prefix(old, new)
+        # closing tags after the growing text ("</p>", "</code></pre>") stay put: keep a
+        # common suffix too, so a tick costs only the new text
+        room = min(len(old), len(new)) - keep
+        end = 0
+        while end < min(room, 64) and old[-1 - end] == new[-1 - end]:
+            end += 1
+        if end:
+            self._ops.append(
+                ["t", _u16(old[:keep]), new[keep : len(new) - end], _u16(old[len(old) - end :])]
+            )
+        else:
+            self._ops.append(["t", _u16(old[:keep]), new[keep:]])
 
 
 def apply_message(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +227,9 @@ def apply_message(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
         elif op[0] == "b":
             state["blocks"].append(op[1])
         elif op[0] == "t":
-            state["tail"] = cut16(state["tail"], op[1])[0] + op[2]
+            tail = state["tail"]
+            keep_end = cut16(tail, _u16(tail) - op[3])[1] if len(op) > 3 else ""
+            state["tail"] = cut16(tail, op[1])[0] + op[2] + keep_end
         elif op[0] == "r":
             state["blocks"][op[1]] = op[2]
     state["plan"] = state.get("plan", "") + msg.get("pl", "")
@@ -345,6 +365,7 @@ class TurnView(anywidget.AnyWidget):
         self._t0: float | None = None
         self._t_first: float | None = None
         self._t_stats = 0.0
+        self._t_count = 0.0
         self._last_flush = 0.0
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
@@ -688,7 +709,10 @@ class TurnView(anywidget.AnyWidget):
             if len(self._lp) > self._lp_sent:
                 msg["lp"] = self._lp[self._lp_sent :]
                 self._lp_sent = len(self._lp)
-            if self._tokens != self._tokens_sent and (msg or final):
+            if self._tokens != self._tokens_sent and (
+                final or (msg and now - self._t_count >= 0.5)
+            ):  # the live token count: twice a second is plenty
+                self._t_count = now
                 msg["n"] = self._tokens_sent = self._tokens
             if not msg:
                 return
