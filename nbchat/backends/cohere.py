@@ -494,7 +494,8 @@ class Client:
                     f"expected Content-Type text/event-stream, got {ctype!r}", line=raw[:2000]
                 )
             decoder = SSEDecoder()
-            decode = decoder.iter_feed  # a generator: large chunks do not build thousands of dicts at once
+            # a generator: large chunks do not build thousands of dicts at once
+            decode = decoder.iter_feed
             feed = acc.feed
             chunks = _body_chunks(resp, self.timeout.read)
             try:
