@@ -54,6 +54,7 @@ import heapq
 import importlib.util
 import itertools
 import json
+import logging
 import math
 import os
 import queue
@@ -348,6 +349,8 @@ class _Engine:
         self._llm = None
         self._abort = ctypes.create_string_buffer(2)  # byte 0 != 0 -> llama_decode aborts
         self._abort_cb = None
+        self._log_level: int | None = None
+        self._load_lock = threading.Lock()
         self.started: list[int] = []  # seq numbers in the order jobs started (for tests/bench)
 
     # -- queue -----------------------------------------------------------------------------------
@@ -367,8 +370,17 @@ class _Engine:
         job.stop.set()
         with self._cond:
             if self._current is job:
-                self._abort[0] = b"x"  # interrupts a running llama_decode (prompt eval)
+                self._set_abort()
         job.out.put(_END)  # wakes a consumer blocked on the queue
+
+    def _set_abort(self) -> None:
+        """Interrupt a running llama_decode (prompt evaluation). Call with the lock held."""
+        if self._log_level is None:
+            # llama.cpp logs an aborted decode as an error on stderr: expected here, so muted
+            log = logging.getLogger("llama-cpp-python")
+            self._log_level = log.level
+            log.setLevel(logging.CRITICAL)
+        self._abort[0] = b"x"
 
     def _loop(self) -> None:
         while True:
@@ -397,46 +409,53 @@ class _Engine:
                 with self._cond:
                     self._current = None
                     self._abort[0] = b"\0"
+                    if self._log_level is not None:
+                        logging.getLogger("llama-cpp-python").setLevel(self._log_level)
+                        self._log_level = None
                 job.out.put(_END)
 
     def _time_out(self, job: _Job) -> None:
         job.timed_out.set()
         with self._cond:
             if self._current is job:
-                self._abort[0] = b"x"
+                self._set_abort()
 
     # -- model -----------------------------------------------------------------------------------
     def llm(self):
-        if self._llm is None:
-            try:
-                import llama_cpp
-                from llama_cpp import llama_cpp as lib
-            except ImportError as exc:
-                raise EngineError(
-                    "llama-cpp-python is not installed: see the README (nbchat[local])"
-                ) from exc
-            try:
-                llm = llama_cpp.Llama(
-                    model_path=self.path,
-                    n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads,
-                    flash_attn=True,
-                    verbose=False,
-                )
-            except Exception as exc:
-                raise EngineError(f"could not load {self.path}: {exc}") from exc
-            # Abort callback without Python: libc's strlen(buf) is 0 until byte 0 is set. A
-            # Python callback would take the GIL on every graph node of every decode.
-            libc = ctypes.CDLL(None)
-            addr = ctypes.cast(libc.strlen, ctypes.c_void_p).value
-            self._abort_cb = lib.ggml_abort_callback(addr)
-            fn = lib._lib.llama_set_abort_callback
-            fn.argtypes = [ctypes.c_void_p, lib.ggml_abort_callback, ctypes.c_void_p]
-            fn.restype = None
-            fn(llm._ctx.ctx, self._abort_cb, ctypes.cast(self._abort, ctypes.c_void_p))
-            self._llm = llm
-        return self._llm
+        with self._load_lock:  # loaded once, from whichever thread needs it first
+            if self._llm is None:
+                self._llm = self._load()
+            return self._llm
+
+    def _load(self):
+        try:
+            import llama_cpp
+            from llama_cpp import llama_cpp as lib
+        except ImportError as exc:
+            raise EngineError(
+                "llama-cpp-python is not installed: see the README (nbchat[local])"
+            ) from exc
+        try:
+            llm = llama_cpp.Llama(
+                model_path=self.path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                flash_attn=True,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise EngineError(f"could not load {self.path}: {exc}") from exc
+        # Abort callback without Python: libc's strlen(buf) is 0 until byte 0 is set. A
+        # Python callback would take the GIL on every graph node of every decode.
+        libc = ctypes.CDLL(None)
+        addr = ctypes.cast(libc.strlen, ctypes.c_void_p).value
+        self._abort_cb = lib.ggml_abort_callback(addr)
+        fn = lib._lib.llama_set_abort_callback
+        fn.argtypes = [ctypes.c_void_p, lib.ggml_abort_callback, ctypes.c_void_p]
+        fn.restype = None
+        fn(llm._ctx.ctx, self._abort_cb, ctypes.cast(self._abort, ctypes.c_void_p))
+        return llm
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm().tokenize(text.encode("utf-8"), add_bos=True, special=True)
