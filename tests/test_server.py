@@ -170,10 +170,16 @@ def run_server(app: Any) -> Iterator[str]:
         thread.join(10)
 
 
-def post(url: str, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None):
+def post(
+    url: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    timeout: float = 15,
+):
     """POST with http.client; returns (status, headers dict, body bytes)."""
     host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=15)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     data = raw if raw is not None else json.dumps(body).encode()
     conn.request("POST", "/v2/chat", data, {"Content-Type": "application/json", **(headers or {})})
     resp = conn.getresponse()
@@ -903,10 +909,11 @@ def test_engine_disconnect_frees_the_engine(engine_url: str) -> None:
     sock.close()
     # one scheduler thread: if the abandoned generation kept running, this would wait for it
     t0 = time.monotonic()
-    status, _, raw = post(engine_url, {**body, "max_tokens": 3, "stream": False})
+    status, _, raw = post(engine_url, {**body, "max_tokens": 3, "stream": False}, timeout=90)
     assert status == 200, raw
-    # (generous bound: the CI machine is shared; the abandoned 3000 tokens take minutes)
-    assert time.monotonic() - t0 < 30
+    # generous bound for a loaded shared machine: the abandoned 3000 tokens would take minutes
+    # there (about 0.4 s for this request when idle)
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.engine
