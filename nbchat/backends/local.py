@@ -662,8 +662,10 @@ class LocalBackend:
     ) -> None:
         self._model_path = model_path
         self.n_ctx = int(n_ctx)
-        # NBCHAT_THREADS overrides the default (1 can be faster on a busy 2-core machine).
-        default = os.environ.get("NBCHAT_THREADS") or min(2, os.cpu_count() or 1)
+        # Leave one core to the kernel/server: ggml's threads spin-wait, and when one of them is
+        # descheduled on a busy 2-core machine decoding collapsed from ~30 to <1 tok/s here.
+        # NBCHAT_THREADS overrides.
+        default = os.environ.get("NBCHAT_THREADS") or max(1, min(4, (os.cpu_count() or 2) - 1))
         self.n_threads = int(n_threads or default)
         self.time_limit = time_limit
 
