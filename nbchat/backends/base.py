@@ -49,8 +49,6 @@ class Cancel:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    __bool__ = is_set
-
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
 
