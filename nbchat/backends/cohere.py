@@ -5,12 +5,8 @@ timeout=..., max_retries=2)`` with ``chat()`` (plain v2 response dict) and ``cha
 (an iterable of plain wire-shape event dicts with ``.response`` once it is over). It is also a
 `Backend` (``name = "cohere"``, ``stream(request, cancel)``, ``models()``).
 
-Why the socket plumbing: a cancel from another thread must end a blocked read *now*, not at
-the next byte or the read timeout. Every request gets a `_Guard` that learns its socket as
-early as possible (while connecting for a new connection, at the request write for a pooled
-one, from ``response.extensions`` afterwards) and ``shutdown(SHUT_RDWR)``s it on cancel, which
-wakes the blocked ``recv``/``connect`` at once. The fd itself is never closed from the other
-thread (httpcore does that), so there is no fd-reuse race.
+A cancel from another thread shuts the request's socket down at once (`transport.Guard`;
+the socket plumbing shared with the OpenAI backend lives in ``transport``).
 
 Retries (429, 5xx, connect errors) happen only before the first byte of a body: once a
 stream has started nothing is resent. httpx is imported lazily (this module is imported lazily).
@@ -18,218 +14,35 @@ stream has started nothing is resent. httpx is imported lazily (this module is i
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
-import random
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import APIError, Cancelled, StreamError, redact, register_secret
+from ..errors import APIError, Cancelled, StreamError, register_secret
 from ..errors import ConnectionError as NetError
 from ..protocol.accumulator import Accumulator
 from ..protocol.sse import SSEDecoder
 from .base import Cancel
+from .transport import (
+    DEFAULT_TIMEOUT,
+    Guard,
+    Secret,
+    describe,
+    install_guarded_backend,
+    make_timeout,
+    open_with_retries,
+    read_body,
+)
 
 __all__ = ["Client", "ChatStream", "DEFAULT_BASE_URL", "DEFAULT_TIMEOUT"]
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
-DEFAULT_TIMEOUT = (10.0, 300.0)  # (connect, read): the SDK waits up to 300 s for a reply
-_ERROR_BODY_LIMIT = 1 << 20  # never buffer more than 1 MB of an error body
-_local = threading.local()  # the _Guard of the request being sent on this thread
-
-
-# -- cancellation plumbing ----------------------------------------------------------------------
-def _shutdown(sock: Any) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError, ValueError):
-        pass  # already closed / not connected: nothing to wake
-
-
-class _Guard:
-    """Per-request link between a `Cancel` and the socket the request currently uses."""
-
-    __slots__ = ("_lock", "_sock", "cancelled", "finished")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sock: Any = None
-        self.cancelled = False
-        self.finished = False
-
-    def attach(self, sock: Any) -> None:
-        with self._lock:
-            if self.finished or sock is self._sock:
-                return
-            self._sock = sock
-            dead = self.cancelled
-        if dead:  # cancelled before we knew the socket: kill it right away
-            _shutdown(sock)
-
-    def shutdown(self) -> None:
-        """Cancel callback (any thread): wake whatever blocks on the socket."""
-        with self._lock:
-            self.cancelled = True
-            sock = None if self.finished else self._sock
-        if sock is not None:
-            _shutdown(sock)
-
-    def finish(self) -> None:
-        # After the request the (pooled) connection may serve someone else: forget it.
-        with self._lock:
-            self.finished = True
-            self._sock = None
-
-
-def _install_guarded_backend(http_client: Any) -> bool:
-    """Make the default transport's connections report their sockets to the current _Guard.
-
-    Uses httpcore internals (``ConnectionPool._network_backend``, ``SyncStream``); if they
-    change, cancel still works once response headers arrived (via ``network_stream``).
-    """
-    try:
-        import ssl
-
-        import httpcore
-        from httpcore._backends.sync import SyncStream
-
-        pool = http_client._transport._pool
-        if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
-            return False
-    except Exception:
-        return False
-
-    class _Stream(SyncStream):
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            guard = getattr(_local, "guard", None)
-            if guard is not None:  # a pooled connection now carries this request
-                guard.attach(self._sock)
-            super().write(buffer, timeout)
-
-        def start_tls(
-            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-        ) -> Any:
-            if isinstance(self._sock, ssl.SSLSocket):
-                return super().start_tls(ssl_context, server_hostname, timeout)
-            # wrap without handshaking, so the TLS socket is known while the handshake runs
-            try:
-                self._sock.settimeout(timeout)
-                sock = ssl_context.wrap_socket(
-                    self._sock, server_hostname=server_hostname, do_handshake_on_connect=False
-                )
-                guard = getattr(_local, "guard", None)
-                if guard is not None:
-                    guard.attach(sock)
-                sock.do_handshake()
-            except TimeoutError as exc:
-                self.close()
-                raise httpcore.ConnectTimeout(str(exc)) from exc
-            except OSError as exc:
-                self.close()
-                raise httpcore.ConnectError(str(exc)) from exc
-            return _Stream(sock)
-
-    class _Backend(httpcore.SyncBackend):
-        def connect_tcp(
-            self,
-            host: str,
-            port: int,
-            timeout: float | None = None,
-            local_address: str | None = None,
-            socket_options: Any = None,
-        ) -> Any:
-            guard = getattr(_local, "guard", None)
-            last: OSError | None = None
-            try:
-                infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            except OSError as exc:
-                raise httpcore.ConnectError(str(exc)) from exc
-            for family, kind, proto, _, addr in infos:
-                if guard is not None and guard.cancelled:
-                    break
-                sock = socket.socket(family, kind, proto)
-                try:
-                    if guard is not None:
-                        guard.attach(sock)  # a cancel now aborts connect() at once
-                    sock.settimeout(timeout)
-                    if local_address:
-                        sock.bind((local_address, 0))
-                    sock.connect(addr)
-                    for option in socket_options or ():
-                        sock.setsockopt(*option)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return _Stream(sock)
-                except TimeoutError as exc:
-                    sock.close()
-                    raise httpcore.ConnectTimeout(str(exc)) from exc
-                except OSError as exc:
-                    sock.close()
-                    last = exc
-            raise httpcore.ConnectError(str(last or "connection cancelled"))
-
-    pool._network_backend = _Backend()
-    return True
 
 
 # -- helpers ------------------------------------------------------------------------------------
-class _Secret:
-    """Holds the key; its repr never shows it (vars(client) stays safe to print)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value or None
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<none>"
-
-    __str__ = __repr__
-
-
-def _timeout(value: Any) -> Any:
-    import httpx
-
-    if value is None:
-        value = DEFAULT_TIMEOUT
-    if isinstance(value, httpx.Timeout):
-        return value
-    if isinstance(value, (tuple, list)):
-        connect, read = value
-        return httpx.Timeout(read, connect=connect, write=connect, pool=connect)
-    return httpx.Timeout(float(value))
-
-
-def _retry_after(headers: Any, cap: float) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or date)."""
-    value: float | None = None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = None
-    ra = headers.get("retry-after")
-    if value is None and ra:
-        try:
-            value = float(ra)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(ra)
-                value = when.timestamp() - time.time()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                value = None
-    if value is None:
-        return None
-    return min(max(value, 0.0), cap)
-
-
 def _api_error(status: int, raw: bytes, headers: Any) -> APIError:
     """Cohere's ``{id, message}`` body -> APIError; anything else keeps the raw text."""
     text = raw.decode("utf-8", "replace")
@@ -253,10 +66,6 @@ def _api_error(status: int, raw: bytes, headers: Any) -> APIError:
     return APIError(message, status_code=status, id=err_id, body=body, headers=dict(headers))
 
 
-def _retryable_status(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
-
-
 # -- the client ---------------------------------------------------------------------------------
 class Client:
     """A v2 chat client; mirrors ``cohere.ClientV2`` and implements the `Backend` protocol."""
@@ -277,10 +86,10 @@ class Client:
         if api_key is None:
             api_key = os.environ.get("CO_API_KEY") or os.environ.get("COHERE_API_KEY")
         register_secret(api_key)
-        self._key = _Secret(api_key)
+        self._key = Secret(api_key)
         self.base_url = (base_url or os.environ.get("CO_API_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.client_name = client_name
-        self.timeout = _timeout(timeout)
+        self.timeout = make_timeout(timeout)
         self.max_retries = max(0, int(max_retries))
         self._http: Any = None
         self._http_lock = threading.Lock()
@@ -303,7 +112,7 @@ class Client:
                     import httpx
 
                     http = httpx.Client(timeout=self.timeout, follow_redirects=False)
-                    _install_guarded_backend(http)
+                    install_guarded_backend(http)
                     self._http = http
         return self._http
 
@@ -339,11 +148,11 @@ class Client:
         params.pop("stream", None)
         body = validate_request({"model": model, "messages": messages, **params})
         body["stream"] = False
-        guard = _Guard()
+        guard = Guard()
         resp = None
         try:
             resp = self._open("/v2/chat", body, False, guard, Cancel())
-            raw = self._read_body(resp, guard, limit=None)
+            raw = read_body(resp, guard, None)
         finally:
             guard.finish()
             if resp is not None:
@@ -397,99 +206,33 @@ class Client:
 
     # -- transport ------------------------------------------------------------------------------
     def _open(
-        self, path: str, body: dict[str, Any], stream: bool, guard: _Guard, cancel: Cancel
+        self, path: str, body: dict[str, Any], stream: bool, guard: Guard, cancel: Cancel
     ) -> Any:
         """Send with retries; return a 2xx streaming httpx.Response (headers read, body not)."""
-        import httpx
-
-        http = self._client()
-        url = self.base_url + path
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = self._headers(stream)
-        attempt = 0
-        while True:
-            if cancel.is_set():
-                raise Cancelled(cancel.reason or "cancelled")
-            delay: float | None = None
-            try:
-                request = http.build_request("POST", url, content=payload, headers=headers)
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
-                raise NetError(f"invalid base URL {self.base_url!r}: {exc}") from None
-            _local.guard = guard
-            try:
-                resp = http.send(request, stream=True)
-            except httpx.UnsupportedProtocol as exc:
-                raise NetError(f"invalid base URL {self.base_url!r}: {exc}") from None
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                if attempt >= self.max_retries:
-                    raise NetError(f"cannot connect to {self.base_url}: {_describe(exc)}") from None
-                resp = None
-            except httpx.TransportError as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                raise NetError(
-                    f"no valid response from {self.base_url}: {_describe(exc)}"
-                ) from None
-            finally:
-                _local.guard = None
-            if resp is not None:
-                stream_obj = resp.extensions.get("network_stream")
-                if stream_obj is not None:
-                    guard.attach(stream_obj.get_extra_info("socket"))
-                status = resp.status_code
-                if status < 400:
-                    return resp
-                try:
-                    raw = self._read_body(resp, guard, limit=_ERROR_BODY_LIMIT)
-                except NetError:
-                    raw = b""
-                finally:
-                    resp.close()
-                error = _api_error(status, raw, resp.headers)
-                if not _retryable_status(status) or attempt >= self.max_retries:
-                    raise error
-                delay = _retry_after(resp.headers, self.max_retry_wait)
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * (2**attempt))
-                delay *= random.uniform(0.75, 1.25)
-            attempt += 1
-            if cancel.wait(delay):
-                raise Cancelled(cancel.reason or "cancelled")
-
-    def _read_body(self, resp: Any, guard: _Guard, limit: int | None) -> bytes:
-        import httpx
-
-        parts: list[bytes] = []
-        size = 0
-        try:
-            for chunk in resp.iter_bytes():  # decoded: an error/JSON body may be gzipped
-                parts.append(chunk)
-                size += len(chunk)
-                if limit is not None and size >= limit:
-                    break
-        except httpx.TransportError as exc:
-            if guard.cancelled:
-                raise Cancelled("cancelled") from None
-            raise NetError(
-                f"connection dropped while reading the response: {_describe(exc)}"
-            ) from None
-        return b"".join(parts)
+        return open_with_retries(
+            self,
+            self.base_url + path,
+            self._headers(stream),
+            lambda: payload,
+            guard,
+            cancel,
+            _api_error,
+        )
 
     def _events(
         self, body: dict[str, Any], cancel: Cancel, acc: Accumulator
     ) -> Iterator[dict[str, Any]]:
         """The streaming loop (hot path): raw bytes -> SSEDecoder -> Accumulator -> caller."""
         _TIMEOUTS, _DROPS = _stream_errors()
-        guard = _Guard()
+        guard = Guard()
         unregister = cancel.on_cancel(guard.shutdown)
         resp = None
         try:
             resp = self._open("/v2/chat", body, True, guard, cancel)
             ctype = resp.headers.get("content-type", "")
             if "event-stream" not in ctype and "ndjson" not in ctype and "jsonl" not in ctype:
-                raw = self._read_body(resp, guard, limit=2000)
+                raw = read_body(resp, guard, 2000)
                 raise StreamError(
                     f"expected Content-Type text/event-stream, got {ctype!r}", line=raw[:2000]
                 )
@@ -523,13 +266,13 @@ class Client:
                 if guard.cancelled:
                     raise Cancelled(cancel.reason or "cancelled") from None
                 raise NetError(
-                    f"stream stalled: no data within the read timeout after {acc.events} events ({_describe(exc)})"
+                    f"stream stalled: no data within the read timeout after {acc.events} events ({describe(exc)})"
                 ) from None
             except _DROPS as exc:
                 if guard.cancelled:
                     raise Cancelled(cancel.reason or "cancelled") from None
                 raise NetError(
-                    f"connection dropped mid-stream after {acc.events} events: {_describe(exc)}"
+                    f"connection dropped mid-stream after {acc.events} events: {describe(exc)}"
                 ) from None
             if guard.cancelled:
                 raise Cancelled(cancel.reason or "cancelled")
@@ -549,11 +292,6 @@ def _stream_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
     timeouts = (httpx.TimeoutException, httpcore.TimeoutException, socket.timeout)
     drops = (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError, OSError, _Dropped)
     return timeouts, drops
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}" if str(exc) else text)
 
 
 class _Dropped(Exception):

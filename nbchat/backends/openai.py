@@ -55,7 +55,7 @@ Errors: an HTTP error -> ``APIError`` (status + the server's message, from OpenA
 ``{"error": {"message"}}``, vLLM's ``{"message"}`` or FastAPI's ``{"detail"}``); no answer ->
 ``ConnectionError``; an error object inside the stream -> ``message-end`` with ERROR. Retries
 (429, 5xx, connect errors) happen only before the first byte of a body. A cancel from any
-thread shuts the socket down (the Cohere client's guard) and the iteration raises
+thread shuts the socket down (``transport.Guard``) and the iteration raises
 ``Cancelled``. The key never appears in reprs or errors.
 """
 
@@ -63,13 +63,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import APIError, Cancelled, StreamError, ValidationError, register_secret
 from ..errors import ConnectionError as NetError
+from . import transport
 from .base import Cancel
 
 __all__ = [
@@ -81,7 +81,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # vLLM's default `vllm serve` address
-_ERROR_BODY_LIMIT = 1 << 20
 _TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
 # A reply "ends naturally" when its last visible character closes a sentence or a structure.
 _NATURAL_END = set(".!?…。！？)]}\"'`*>|")
@@ -515,12 +514,10 @@ class OpenAIBackend:
         max_retries: int = 2,
         response_format_style: str = "auto",
     ) -> None:
-        from .cohere import _Secret, _timeout
-
         if api_key is None:
             api_key = os.environ.get("NBCHAT_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         register_secret(api_key)
-        self._key = _Secret(api_key)
+        self._key = transport.Secret(api_key)
         base = (
             base_url
             or os.environ.get("NBCHAT_OPENAI_BASE_URL")
@@ -530,7 +527,7 @@ class OpenAIBackend:
         # Accept both ".../v1" (the OpenAI SDK convention) and the bare server root.
         self.base_url = base[:-3] if base.endswith("/v1") else base
         self.model = model or os.environ.get("NBCHAT_OPENAI_MODEL") or None
-        self.timeout = _timeout(timeout)
+        self.timeout = transport.make_timeout(timeout)
         self.max_retries = max(0, int(max_retries))
         if response_format_style not in ("auto", "openai", "llama.cpp"):
             raise ValidationError(
@@ -549,10 +546,9 @@ class OpenAIBackend:
         if self._http is None:
             import httpx
 
-            from .cohere import _install_guarded_backend
-
             http = httpx.Client(timeout=self.timeout, follow_redirects=False)
-            _install_guarded_backend(http)  # lets a cancel shut the socket down mid-connect
+            # lets a cancel shut the socket down mid-connect
+            transport.install_guarded_backend(http)
             self._http = http
         return self._http
 
@@ -611,16 +607,15 @@ class OpenAIBackend:
         import httpx
 
         from ..protocol.sse import SSEDecoder
-        from .cohere import _describe, _Guard
 
-        guard = _Guard()
+        guard = transport.Guard()
         unregister = cancel.on_cancel(guard.shutdown)
         resp = None
         try:
             resp = self._open(request, guard, cancel)
             ctype = resp.headers.get("content-type", "")
             if "event-stream" not in ctype:
-                raw = self._read(resp, guard, limit=2000)
+                raw = transport.read_body(resp, guard, 2000, decoded=False)
                 raise StreamError(f"expected text/event-stream, got {ctype!r}", line=raw[:2000])
             tr = ChunkTranslator(request)
             yield tr.start()
@@ -637,7 +632,9 @@ class OpenAIBackend:
             except httpx.TransportError as exc:
                 if guard.cancelled:
                     raise Cancelled(cancel.reason or "cancelled") from None
-                raise NetError(f"connection dropped mid-stream: {_describe(exc)}") from None
+                raise NetError(
+                    f"connection dropped mid-stream: {transport.describe(exc)}"
+                ) from None
             if guard.cancelled:
                 raise Cancelled(cancel.reason or "cancelled")
             if not decoder.done and tr.finish_reason is None and tr._error is None:
@@ -651,103 +648,40 @@ class OpenAIBackend:
 
     def _open(self, request: dict[str, Any], guard: Any, cancel: Cancel) -> Any:
         """POST with retries; returns a 2xx streaming response (headers read, body not)."""
-        import httpx
-
-        from . import cohere as co
-
-        http = self._client()
-        url = self.base_url + "/v1/chat/completions"
         model = self._model_for(request)
         style = "llama.cpp" if self.response_format_style == "llama.cpp" else "openai"
         wants_schema = bool((request.get("response_format") or {}).get("json_schema"))
-        attempt = 0
-        while True:
+
+        def payload() -> bytes:
             body = to_openai_request(
                 request, model, send_top_k=self._send_top_k, response_format_style=style
             )
-            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            if cancel.is_set():
-                raise Cancelled(cancel.reason or "cancelled")
-            delay: float | None = None
-            try:
-                req = http.build_request("POST", url, content=payload, headers=self._headers())
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
-                raise NetError(f"invalid base URL {self.base_url!r}: {exc}") from None
-            co._local.guard = guard  # the guarded transport reports the socket to this guard
-            try:
-                resp = http.send(req, stream=True)
-            except httpx.UnsupportedProtocol as exc:
-                raise NetError(f"invalid base URL {self.base_url!r}: {exc}") from None
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                if attempt >= self.max_retries:
-                    raise NetError(
-                        f"cannot connect to {self.base_url}: {co._describe(exc)}"
-                    ) from None
-                resp = None
-            except httpx.TransportError as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                raise NetError(
-                    f"no valid response from {self.base_url}: {co._describe(exc)}"
-                ) from None
-            finally:
-                co._local.guard = None
-            if resp is not None:
-                stream_obj = resp.extensions.get("network_stream")
-                if stream_obj is not None:
-                    guard.attach(stream_obj.get_extra_info("socket"))
-                status = resp.status_code
-                if status < 400:
-                    return resp
-                try:
-                    raw = self._read(resp, guard, limit=_ERROR_BODY_LIMIT)
-                except NetError:
-                    raw = b""
-                finally:
-                    resp.close()
-                error = _openai_error(status, raw, resp.headers)
-                if (
-                    status in (400, 422, 500)
-                    and wants_schema
-                    and style == "openai"
-                    and self.response_format_style == "auto"
-                    and b"response_format" in raw
-                ):
-                    # llama-cpp-python has no "json_schema" type (it answers 500 with a
-                    # validation error naming response_format); it takes json_object + schema.
-                    style = "llama.cpp"
-                    self.response_format_style = "llama.cpp"
-                    continue
-                if not co._retryable_status(status) or attempt >= self.max_retries:
-                    raise error
-                delay = co._retry_after(resp.headers, self.max_retry_wait)
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * (2**attempt)) * random.uniform(
-                    0.75, 1.25
-                )
-            attempt += 1
-            if cancel.wait(delay):
-                raise Cancelled(cancel.reason or "cancelled")
+            return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
-    def _read(self, resp: Any, guard: Any, limit: int | None) -> bytes:
-        import httpx
+        def resend(status: int, raw: bytes) -> bool:
+            nonlocal style
+            if (
+                status in (400, 422, 500)
+                and wants_schema
+                and style == "openai"
+                and self.response_format_style == "auto"
+                and b"response_format" in raw
+            ):
+                # llama-cpp-python has no "json_schema" type (it answers 500 with a
+                # validation error naming response_format); it takes json_object + schema.
+                style = "llama.cpp"
+                self.response_format_style = "llama.cpp"
+                return True
+            return False
 
-        from .cohere import _describe
-
-        parts: list[bytes] = []
-        size = 0
-        try:
-            for chunk in resp.iter_raw():
-                parts.append(chunk)
-                size += len(chunk)
-                if limit is not None and size >= limit:
-                    break
-        except httpx.TransportError as exc:
-            if guard.cancelled:
-                raise Cancelled("cancelled") from None
-            raise NetError(
-                f"connection dropped while reading the response: {_describe(exc)}"
-            ) from None
-        return b"".join(parts)
+        return transport.open_with_retries(
+            self,
+            self.base_url + "/v1/chat/completions",
+            self._headers(),
+            payload,
+            guard,
+            cancel,
+            _openai_error,
+            decoded=False,
+            resend=resend,
+        )
