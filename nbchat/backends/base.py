@@ -78,7 +78,9 @@ class Backend(Protocol):
 
     name: str
 
-    def stream(self, request: dict[str, Any], cancel: Cancel | None = None) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, request: dict[str, Any], cancel: Cancel | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Yield v2 stream events for a validated request."""
         ...
 
