@@ -806,3 +806,57 @@ def test_every_fault_exception_is_an_nbchat_error(srv: V2Server) -> None:
         exc = handle.turn.exception
         assert isinstance(exc, NbChatError) and not isinstance(exc, Cancelled), repr(exc)
     assert conv.messages == []
+
+
+# -- nbchat serve in front of a faulty upstream: clean errors, no stack traces, stays up ----------
+def test_serve_proxying_a_faulty_upstream(srv: V2Server) -> None:
+    import http.client
+
+    from test_bad_input import run_server
+
+    from nbchat.server import create_app
+
+    upstream = make_client(srv.url)
+    faults = [
+        Reply(raw=b"garbage\r\n\r\n"),
+        Reply(close_before_headers=True),
+        sse(BODY, drop_after=byte_offset_after(BODY, 8)),
+        sse(b"event: message-start\ndata: {not json}\n\n"),
+        text_reply(502, "<html>bad gateway</html>"),
+        error_reply(429, "slow down"),
+    ]
+    with run_server(create_app(upstream)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for stream in (True, False):
+            srv.push(*faults)
+            for _ in faults:
+                conn = http.client.HTTPConnection(host, int(port), timeout=15)
+                body = {
+                    "model": "m",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": stream,
+                }
+                conn.request("POST", "/v2/chat", json.dumps(body))
+                resp = conn.getresponse()
+                raw = resp.read().decode("utf-8", "replace")
+                conn.close()
+                assert "Traceback" not in raw and 'File "' not in raw, raw[:300]
+                if resp.status == 200:  # the error came after the first byte: in-stream
+                    assert '"finish_reason":"ERROR"' in raw.replace(" ", ""), raw[-300:]
+                else:
+                    err = json.loads(raw)
+                    assert set(err) == {"id", "message"} and err["message"], raw
+        # and it still serves a good request
+        srv.push(ok_reply("still", " up"))
+        conn = http.client.HTTPConnection(host, int(port), timeout=15)
+        conn.request(
+            "POST",
+            "/v2/chat",
+            json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        resp = conn.getresponse()
+        assert (
+            resp.status == 200
+            and json.loads(resp.read())["message"]["content"][0]["text"] == "still up"
+        )
+        conn.close()
