@@ -102,7 +102,7 @@ def test_tour_runs_headless_and_shows_every_feature(tmp_path, monkeypatch):
         code_cells(nb)[code_cells(nb).index(cell(nb, "--max-tokens 5")) + 1].outputs
     )
     # interpolation: @{city} replaced, braces and the @@{ escape kept
-    prompt = cell(nb, "chat.turns[-1].prompt").outputs[0]["data"]["text/plain"]
+    prompt = stdout(cell(nb, "print(chat.turns[-1].prompt)"))
     assert "Lisbon" in prompt and "@{city}" in prompt and "{settings['retries']}" in prompt
     literal = cell(nb, "--no-interpolate --dry-run").outputs[0]["data"]["application/json"]
     assert literal["messages"][-1]["content"] == "@{city} is sent literally here."
