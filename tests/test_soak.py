@@ -18,9 +18,10 @@ from soak import run_soak  # noqa: E402
 def test_soak_short() -> None:
     res = run_soak(turns=20, concurrent=2, conc_turns=5, max_tokens=2)
     print(res)
-    # threads: back to where they were (engine thread and nothing per turn)
-    assert res["after_single"]["threads"] == res["start"]["threads"], res
-    assert res["end"]["threads"] == res["start"]["threads"], res
+    # threads: never more than before (nothing per turn; leftovers of earlier tests in the
+    # same process, e.g. server handler threads, may end meanwhile)
+    assert res["after_single"]["threads"] <= res["start"]["threads"], res
+    assert res["end"]["threads"] <= res["start"]["threads"], res
     assert res["stray_threads"] == []
     # memory: 30 more turns must not grow RSS by more than a few MB (no per-turn leak of
     # engine state, accumulators or threads)
