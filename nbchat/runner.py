@@ -335,14 +335,17 @@ class TurnHandle:
             live = t._live
             t._live = None
             if live is not None:
-                partial = live.message
-                if len(partial) > 1:  # anything beyond the role: keep the partial reply
-                    t.output.append(partial)
-                if live.id and live.id not in t.response_ids:
-                    t.response_ids.append(live.id)
-                t.logprobs.extend(copy.deepcopy(live.logprobs))
-                t.citations.extend(copy.deepcopy(live.citations))
-                t.usage = _add_usage(t.usage, live.usage)
+                try:  # whatever a broken stream left behind, the turn must still end
+                    partial = live.message
+                    if len(partial) > 1:  # anything beyond the role: keep the partial reply
+                        t.output.append(partial)
+                    if live.id and live.id not in t.response_ids:
+                        t.response_ids.append(live.id)
+                    t.logprobs.extend(copy.deepcopy(live.logprobs))
+                    t.citations.extend(copy.deepcopy(live.citations))
+                    t.usage = _add_usage(t.usage, live.usage)
+                except Exception as salvage_error:
+                    status, error = "error", error or f"unreadable partial reply: {salvage_error}"
             if status == "error" and finish_reason is None:
                 finish_reason = "ERROR"
             if status != "cancelled" or finish_reason is not None:

@@ -29,12 +29,21 @@ class Accumulator:
         self.error: str | None = None
         self.error_type: str | None = None
         self.events = 0
+        self.malformed = 0
         self.started = False
         self.ended = False
 
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, event: dict[str, Any]) -> None:
+        """Fold one event. A malformed event (wrong types from a broken server) is counted in
+        `.malformed` and skipped: what was accumulated so far stays readable."""
         self.events += 1
+        try:
+            self._feed(event)
+        except (TypeError, AttributeError, KeyError, ValueError):
+            self.malformed += 1
+
+    def _feed(self, event: dict[str, Any]) -> None:
         t = event.get("type")
         if t == "content-delta":  # hot path first
             try:  # the wire shape, without helper calls
@@ -45,7 +54,7 @@ class Accumulator:
                 if not isinstance(content, dict):
                     content = {}
                 piece = content.get("text")
-            idx = event.get("index", 0)
+            idx = _index(event)
             block = self._blocks.get(idx)
             if block is None:
                 block = self._blocks[idx] = [None, []]
@@ -53,44 +62,47 @@ class Accumulator:
                 piece = content.get("thinking")
                 if piece is not None and block[0] is None:
                     block[0] = "thinking"
-            if piece:
+            if piece and piece.__class__ is str:
                 block[1].append(piece)
             if "logprobs" in event:
                 lp = event["logprobs"]
-                if lp is not None:
+                if isinstance(lp, dict):
                     self.logprobs.append(lp)
         elif t == "message-start":
             self.started = True
-            self.id = event.get("id", self.id)
+            if isinstance(event.get("id"), str):
+                self.id = event["id"]
         elif t == "content-start":
-            content = _message(event).get("content") or {}
-            idx = event.get("index", 0)
-            block = self._blocks.setdefault(idx, [None, []])
-            block[0] = content.get("type") or block[0]
+            content = _dict(_message(event).get("content"))
+            block = self._blocks.setdefault(_index(event), [None, []])
+            kind = content.get("type")
+            if isinstance(kind, str):
+                block[0] = kind
             initial = content.get("text") or content.get("thinking")
-            if initial:
+            if initial and isinstance(initial, str):
                 block[1].append(initial)
         elif t == "tool-plan-delta":
             piece = _message(event).get("tool_plan")
-            if piece:
+            if piece and isinstance(piece, str):
                 self._plan.append(piece)
         elif t == "tool-call-start":
-            tc = _message(event).get("tool_calls") or {}
-            fn = tc.get("function") or {}
-            self._calls[event.get("index", len(self._calls))] = {
-                "id": tc.get("id"),
-                "type": tc.get("type") or "function",
-                "name": fn.get("name"),
-                "arguments": [fn.get("arguments") or ""],
+            tc = _dict(_message(event).get("tool_calls"))
+            fn = _dict(tc.get("function"))
+            args = fn.get("arguments")
+            self._calls[_index(event, len(self._calls))] = {
+                "id": tc.get("id") if isinstance(tc.get("id"), str) else None,
+                "type": tc.get("type") if isinstance(tc.get("type"), str) else "function",
+                "name": fn.get("name") if isinstance(fn.get("name"), str) else None,
+                "arguments": [args if isinstance(args, str) else ""],
             }
         elif t == "tool-call-delta":
-            tc = _message(event).get("tool_calls") or {}
-            piece = (tc.get("function") or {}).get("arguments")
+            tc = _dict(_message(event).get("tool_calls"))
+            piece = _dict(tc.get("function")).get("arguments")
             call = self._calls.setdefault(
-                event.get("index", 0),
+                _index(event),
                 {"id": None, "type": "function", "name": None, "arguments": []},
             )
-            if piece:
+            if piece and isinstance(piece, str):
                 call["arguments"].append(piece)
         elif t == "citation-start":
             cit = _message(event).get("citations")
@@ -98,11 +110,13 @@ class Accumulator:
                 self.citations.append(cit)
         elif t == "message-end":
             self.ended = True
-            delta = event.get("delta") or {}
-            self.finish_reason = delta.get("finish_reason")
-            self.usage = delta.get("usage")
-            self.error = delta.get("error")
-            self.error_type = delta.get("error_type")
+            delta = _dict(event.get("delta"))
+            fr, usage = delta.get("finish_reason"), delta.get("usage")
+            err, err_type = delta.get("error"), delta.get("error_type")
+            self.finish_reason = fr if isinstance(fr, str) else None
+            self.usage = usage if isinstance(usage, dict) else None
+            self.error = err if isinstance(err, str) or err is None else str(err)
+            self.error_type = err_type if isinstance(err_type, str) else None
         # content-end, tool-call-end, citation-end and unknown events carry nothing to keep
 
     # -- reading -----------------------------------------------------------------------------
@@ -181,3 +195,12 @@ def _message(event: dict[str, Any]) -> dict[str, Any]:
         return {}
     msg = delta.get("message")
     return msg if isinstance(msg, dict) else {}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _index(event: dict[str, Any], default: int = 0) -> int:
+    idx = event.get("index", default)
+    return idx if idx.__class__ is int else default
