@@ -21,6 +21,7 @@ Pure: no I/O, stdlib only (``jsonschema`` is imported lazily when a json_schema 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from typing import Any
@@ -254,7 +255,36 @@ def validate_request(body: dict[str, Any]) -> dict[str, Any]:
             raise _fail("tool_choice", "REQUIRED", "REQUIRED only together with tools; else NONE")
     if "response_format" in req:
         _check_response_format(req)
+    _check_utf8(req)
     return req
+
+
+def _check_utf8(req: dict[str, Any]) -> None:
+    """The body goes on the wire as UTF-8: a lone surrogate (valid in Python and in JSON
+    escapes, not in UTF-8) must be rejected here, naming its field, not crash the sender."""
+    try:
+        json.dumps(req, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _fail(
+                    path, value, f"valid Unicode text (lone surrogate at position {exc.start})"
+                ) from None
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(k, path)
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(req, "")
 
 
 def _check_stop_sequences(v: Any) -> None:
