@@ -766,7 +766,11 @@ class Conversation:
             if snap["status"] != "complete" or markdown:
                 note = f"turn {i}: {t.stats()}"
                 lines.append(f"*{note}*" if markdown else f"  ({note})")
-        return ("\n\n" if markdown else "\n").join(lines)
+        if markdown:  # model text is untrusted: Jupyter renders raw HTML in markdown outputs
+            from .untrusted import inert_markdown
+
+            return inert_markdown("\n\n".join(lines))
+        return "\n".join(lines)
 
 
 def _block(label: str, text: str, markdown: bool) -> str:

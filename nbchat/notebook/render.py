@@ -265,6 +265,7 @@ def static_bundle(turn: Any) -> dict[str, str]:
     fallback representation of a live view, so saved notebooks read well without widget state.
     """
     from ..errors import redact
+    from ..untrusted import inert_markdown
 
     s = turn_summary(turn)
     text = clean_text(s["text"])
@@ -318,6 +319,6 @@ def static_bundle(turn: Any) -> dict[str, str]:
     parts.append("</div>")
     return {
         "text/plain": "\n".join(plain),
-        "text/markdown": "\n".join(md),
+        "text/markdown": inert_markdown("\n".join(md)),
         "text/html": "".join(parts),
     }
