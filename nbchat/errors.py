@@ -30,7 +30,13 @@ __all__ = [
     "redact",
 ]
 
-_KEY_ENV = ("CO_API_KEY", "COHERE_API_KEY", "NBCHAT_API_KEY", "OPENAI_API_KEY", "NBCHAT_SERVER_TOKEN")
+_KEY_ENV = (
+    "CO_API_KEY",
+    "COHERE_API_KEY",
+    "NBCHAT_API_KEY",
+    "OPENAI_API_KEY",
+    "NBCHAT_SERVER_TOKEN",
+)
 _extra_secrets: set[str] = set()
 
 
@@ -54,6 +60,18 @@ def redact(text: str) -> str:
     return re.sub(r"(?i)(bearer\s+)[^\s\"',]+", r"\1***", text)
 
 
+def _redact_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return {_redact_all(k): _redact_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_all(v) for v in value]
+    return value
+
+
 class NbChatError(Exception):
     """Base class of every nbchat error."""
 
@@ -72,7 +90,9 @@ class ValidationError(NbChatError, ValueError):
     `.value` the value given and `.allowed` a short description of what is allowed.
     """
 
-    def __init__(self, field: str, value: Any = None, allowed: str = "", message: str | None = None):
+    def __init__(
+        self, field: str, value: Any = None, allowed: str = "", message: str | None = None
+    ):
         self.field = field
         self.value = value
         self.allowed = allowed
@@ -98,8 +118,9 @@ class APIError(NbChatError):
     ) -> None:
         self.status_code = status_code
         self.id = id
-        self.body = body
-        self.headers = dict(headers or {})
+        # a server or proxy may echo the key back: keep it out of every attribute
+        self.body = _redact_all(body)
+        self.headers = {k: redact(str(v)) for k, v in dict(headers or {}).items()}
         prefix = f"HTTP {status_code}: " if status_code is not None else ""
         super().__init__(prefix + redact(message))
         self._raw_message = redact(message)

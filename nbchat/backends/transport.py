@@ -15,6 +15,7 @@ httpx is imported lazily (this module is imported by lazily imported modules onl
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import socket
 import threading
@@ -25,6 +26,35 @@ from typing import Any
 from ..errors import Cancelled, redact
 from ..errors import ConnectionError as NetError
 from .base import Cancel
+
+
+class _RedactingFilter(logging.Filter):
+    """httpx/httpcore DEBUG logs print request and response headers: a key sent, or echoed
+    back by a server, would land in the logs. Redact every record's formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is logging's problem, not ours
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+# Logger filters do not apply to child loggers' records, so name each logger that logs.
+_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+)
+_FILTER = _RedactingFilter()
+for _name in _LOGGERS:
+    logging.getLogger(_name).addFilter(_FILTER)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
