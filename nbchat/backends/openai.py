@@ -88,15 +88,9 @@ _NATURAL_END = set(".!?…。！？)]}\"'`*>|")
 
 # -- request translation (pure) -------------------------------------------------------------------
 def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type", "text") == "text":
-            parts.append(str(block.get("text") or ""))
-    return "".join(parts)
+    from ..protocol.request import message_text
+
+    return message_text({"content": content})
 
 
 def _user_content(content: Any) -> Any:

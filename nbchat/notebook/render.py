@@ -191,16 +191,9 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _text_of(message: Any) -> str:
-    if not isinstance(message, dict):
-        return ""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return ""
+    from ..protocol.request import message_text
+
+    return message_text(message) if isinstance(message, dict) else ""
 
 
 def turn_summary(turn: Any) -> dict[str, Any]:
