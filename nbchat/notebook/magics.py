@@ -918,6 +918,8 @@ def _shown_params(params: dict[str, Any], tools: list[Any] | None) -> dict[str, 
     """The parameters as the view's header shows them: scalars, with lists/dicts summarised."""
     shown: dict[str, Any] = {}
     for key, value in params.items():
+        if key == "model":  # already in the title
+            continue
         if key == "documents":
             shown[key] = len(value)
         elif key == "response_format":
