@@ -327,9 +327,10 @@ def _to_jsonable(value: Any) -> Any:
 
 def _result_documents(result: Any) -> list[dict[str, Any]]:
     data = _to_jsonable(result)
-    if isinstance(data, dict):
+    # A v2 document's data must be a non-empty object: an empty dict goes in {"result": ...}.
+    if isinstance(data, dict) and data:
         return [_document(data)]
-    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+    if isinstance(data, list) and data and all(isinstance(d, dict) and d for d in data):
         # One document per record: Cohere cites tool results per document.
         return [_document(d) for d in data]
     return [_document({"result": data})]
