@@ -456,8 +456,11 @@ def start_turn(
     if not params.get("model"):
         from .backends import BACKENDS, default_model
 
+        own = getattr(backend, "model", None)  # e.g. OpenAIBackend(model=...)
         bname = getattr(backend, "name", None)
-        if bname in BACKENDS:
+        if isinstance(own, str) and own:
+            params["model"] = own
+        elif bname in BACKENDS:
             params["model"] = default_model(bname)
     user_msg = _as_message(user_content)
 

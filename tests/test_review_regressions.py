@@ -6,12 +6,10 @@ real `nbchat.Client`, `Conversation` and runner.
 
 from __future__ import annotations
 
-from pathlib import Path
+import pytest
+from v2server import V2Server, error_reply, fixture_body, sse
 
 from nbchat import Client, Conversation
-from v2server import V2Server, fixture_body, sse
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cohere-wire"
 
 
 def test_tool_returning_empty_dict_does_not_fail_the_turn() -> None:
@@ -44,3 +42,20 @@ def test_tool_returning_empty_dict_does_not_fail_the_turn() -> None:
         sent_tool = srv.requests[1].json["messages"][-1]
         assert sent_tool["role"] == "tool"
         assert sent_tool["content"][0]["document"]["data"]  # never an empty object
+
+
+def test_send_uses_the_backend_model_when_no_model_is_given(monkeypatch) -> None:
+    """README: ``get_backend("openai", base_url=..., model=...)``; a turn sent on it without a
+    ``model`` param must use that model, not fail validation with model ''."""
+    monkeypatch.delenv("NBCHAT_OPENAI_MODEL", raising=False)
+    from nbchat import APIError, get_backend
+
+    with V2Server() as srv:
+        srv.push(error_reply(400, "stop here"))
+        backend = get_backend("openai", base_url=srv.url + "/v1", model="qwen-test", max_retries=0)
+        conv = Conversation()
+        with pytest.raises(APIError):
+            conv.send("hi", backend=backend)
+        assert srv.last.path == "/v1/chat/completions"
+        assert srv.last.json["model"] == "qwen-test"
+        assert conv.turns[-1].params["model"] == "qwen-test"
