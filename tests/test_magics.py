@@ -482,6 +482,18 @@ def test_panel_command_shows_a_panel(ip):
     assert "chat" in ip.user_ns
 
 
+def test_panel_command_uses_the_configured_model(ip):
+    """%chat panel sends with NbChat.model, like %%chat (not the backend's default model)."""
+    from ipywidgets.widgets.widget import _instances
+
+    ip.run_line_magic("config", "NbChat.model = 'my-served-model'")
+    res, cap = run(ip, "%chat panel")
+    res.raise_error()
+    view = next(o.data for o in cap.outputs if "application/vnd.jupyter.widget-view+json" in o.data)
+    panel = _instances[view["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert panel.request_params()["model"] == "my-served-model"
+
+
 # -- import cost (fresh interpreter) --------------------------------------------------------------
 HEAVY = ["pandas", "llama_cpp", "httpx", "ipywidgets", "anywidget", "starlette", "markdown_it"]
 

@@ -734,8 +734,9 @@ class ChatMagics(Magics):
         from .panel import Panel
 
         conv = self._named(name, create=True)
-        b = self._backend(self._backend_name(backend), self.settings.model or None)
-        display(Panel(conversation=conv, backend=b))
+        model = self.settings.model or None
+        b = self._backend(self._backend_name(backend), model)
+        display(Panel(conversation=conv, backend=b, model=model))
 
     def _cmd_reset(self, *, name: str | None, backend: str | None, args: list[str]) -> None:
         self._named(name).reset()
