@@ -285,12 +285,35 @@ def _set_thread_parent(parent: Any) -> None:
         ip.set_parent(parent)
 
 
+def _publish(parent: Any, msg_type: str, content: dict[str, Any], ident: Any) -> bool:
+    """Send one iopub message attributed to `parent` (the cell that started the turn).
+
+    Why not the usual path: ipykernel picks the parent itself. Comm messages use the kernel's
+    shell parent (6: one global; 7: a context variable that other threads resolve to the
+    *latest* cell) and display uses the shell's (6: global), so from the worker both name
+    whichever cell runs now (tests/test_kernel_versions.py). False without a kernel: the
+    caller then sends the usual way.
+    """
+    if not isinstance(parent, dict) or not parent.get("header"):
+        return False
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    session = getattr(kernel, "session", None)
+    socket = getattr(kernel, "iopub_socket", None)
+    if session is None or socket is None:
+        return False
+    session.send(socket, msg_type, content, parent=parent, ident=ident)
+    return True
+
+
 class _Listener:
     """What runner.start_turn(listener=...) calls, from the worker thread."""
 
     def __init__(self, view: TurnView) -> None:
         self.view = view
         self.parent = _capture_parent()  # constructed on the main thread, inside the cell
+        view._parent = self.parent  # every later message of the view names this cell
 
     def on_start(self) -> None:
         _set_thread_parent(self.parent)
@@ -379,6 +402,7 @@ class TurnView(anywidget.AnyWidget):
         self._running = False
         self._done = False
         self._display_handle: Any = None
+        self._parent: Any = None  # the starting cell's request (set by listener())
         self.bytes_sent = 0  # custom-message payload bytes (for the bench and tests)
         self.messages_sent = 0
         self.on_msg(self._on_frontend_msg)
@@ -646,9 +670,22 @@ class TurnView(anywidget.AnyWidget):
         self._flush(final=True)
         if self.refresh_fallback and self._display_handle is not None:
             try:  # saved notebooks then show the whole reply without widget state
-                self._display_handle.update(self)
+                self._refresh_display()
             except Exception:
                 pass
+
+    def _refresh_display(self) -> None:
+        """Update the displayed bundle (its fallback now holds the whole reply) in place."""
+        from IPython import get_ipython
+
+        handle = self._display_handle
+        formatter = getattr(get_ipython(), "display_formatter", None)
+        if formatter is not None and self._parent:
+            data, md = formatter.format(self)
+            content = {"data": data, "metadata": md, "transient": {"display_id": handle.display_id}}
+            if _publish(self._parent, "update_display_data", content, b"display_data"):
+                return
+        handle.update(self)
 
     # -- flushing --------------------------------------------------------------------------------
     def _set_meta(self, **kv: Any) -> None:
@@ -736,6 +773,14 @@ class TurnView(anywidget.AnyWidget):
                 json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
             )
             self.messages_sent += 1
+        comm = self.comm
+        if comm is not None and _publish(
+            self._parent,
+            "comm_msg",  # what Widget.send would send, but attributed to the starting cell
+            {"comm_id": comm.comm_id, "data": {"method": "custom", "content": msg}},
+            getattr(comm, "topic", None),
+        ):
+            return
         self.send(msg)
 
     # -- front end -> kernel ---------------------------------------------------------------------
