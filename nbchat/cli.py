@@ -153,7 +153,7 @@ def _usage_line(finish: str | None, usage: dict[str, Any] | None) -> str:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from .backends import default_model, get_backend, resolve_name
+    from .backends import default_model, get_backend, resolve_model, resolve_name
     from .backends.base import Cancel
     from .protocol.request import validate_request
 
@@ -163,12 +163,13 @@ def _ask(args: argparse.Namespace) -> int:
             return _error("no prompt: give one as an argument or pipe it on stdin")
         prompt = sys.stdin.read()
     name = resolve_name(args.backend)
-    model = args.model or default_model(name)
-    request = validate_request(_build_request(args, model, prompt))
     options: dict[str, Any] = {}
     if args.base_url:
         options["base_url"] = args.base_url
-    backend = get_backend(name, model=model, **options)
+    model = args.model or default_model(name)
+    backend = get_backend(name, model=model or None, **options)
+    model = resolve_model(backend, model)  # an OpenAI server with no model set: ask it
+    request = validate_request(_build_request(args, model, prompt))
     cancel = Cancel()
     out = sys.stdout
     finish: str | None = None

@@ -659,3 +659,30 @@ def test_server_errors(server: str) -> None:
     assert "sk-unit-test-key-99" not in str(info.value)
     with pytest.raises(NetError):
         gone.models()
+
+
+@pytest.mark.engine
+def test_model_is_discovered_from_the_server_when_none_is_configured(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no -m / NbChat.model / NBCHAT_OPENAI_MODEL, nbchat asks the server (GET /v1/models)."""
+    from nbchat.backends import resolve_model
+
+    monkeypatch.delenv("NBCHAT_OPENAI_MODEL", raising=False)
+    b = OpenAIBackend(base_url=server + "/v1")
+    served = b.models()
+    assert served, "llama_cpp.server lists its model"
+    assert resolve_model(b) == served[0]
+    assert resolve_model(b, "explicit") == "explicit"
+    events = list(
+        b.stream(
+            validate_request(
+                {
+                    "model": resolve_model(b),
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 3,
+                }
+            )
+        )
+    )
+    assert events[0]["type"] == "message-start" and events[-1]["type"] == "message-end"

@@ -8,7 +8,15 @@ from typing import Any
 
 from .base import Backend, Cancel, collect
 
-__all__ = ["Backend", "Cancel", "collect", "get_backend", "default_model", "BACKENDS"]
+__all__ = [
+    "Backend",
+    "Cancel",
+    "collect",
+    "get_backend",
+    "default_model",
+    "resolve_model",
+    "BACKENDS",
+]
 
 BACKENDS = ("auto", "cohere", "v2", "local", "openai")
 LOCAL_MODEL = "smollm2-135m"
@@ -63,3 +71,29 @@ def get_backend(
     from .openai import OpenAIBackend
 
     return OpenAIBackend(base_url=base_url, api_key=api_key, model=model, **options)
+
+
+def resolve_model(backend: Backend, model: str | None = None) -> str:
+    """The model to request: the one given, else the backend's own, else its default.
+
+    An OpenAI-compatible server with no configured model is asked for its list (vLLM and
+    llama.cpp serve one model, so its first entry is the one users mean).
+    """
+    if model:
+        return model
+    own = getattr(backend, "model", None)
+    if own:
+        return str(own)
+    if getattr(backend, "name", None) == "openai":
+        ids = backend.models()
+        if not ids:
+            from ..errors import ValidationError
+
+            raise ValidationError(
+                "model",
+                "",
+                "a model name: the server lists none; set NbChat.model, -m, or NBCHAT_OPENAI_MODEL",
+            )
+        backend.model = ids[0]  # type: ignore[attr-defined]
+        return ids[0]
+    return default_model(getattr(backend, "name", None))

@@ -489,6 +489,14 @@ class ChatMagics(Magics):
         backend_name = self._backend_name(args.backend)
         conv = self._conversation(name, new=args.new, create=not args.dry_run)
         params = self._params(args, backend_name, conv)
+        if not params["model"]:  # e.g. an OpenAI-compatible server: ask it which model it serves
+            from ..backends import resolve_model
+            from ..errors import NbChatError
+
+            try:
+                params["model"] = resolve_model(self._backend(backend_name, None))
+            except NbChatError as exc:
+                raise UsageError(f"-m/--model: {exc.message}") from None
         tools = self._tools(args.tools) if args.tools else None
         cell_info = _cell_info(self.shell)
         system = args.system if args.system is not None else (conv.system if conv else None)
