@@ -579,3 +579,11 @@ def test_esm_is_one_local_module_without_network() -> None:
     assert "export default" in js
     assert not re.search(r"""\bimport\s.*from\s+['"]|https?://|import\(""", js)
     assert len(js.encode()) < 20_000  # sent with every widget instance
+
+
+def test_gfm_tables_render_with_alignment_classes_and_stay_inert() -> None:
+    html = render_markdown("| a | b |\n|:-|-:|\n| <b>1</b> | [x](javascript:alert(1)) |")
+    assert "<table>" in html and 'class="nbchat-al-right"' in html
+    assert "style=" not in html  # alignment travels as a class; the view drops styles
+    assert "<b>" not in html and "&lt;b&gt;" in html
+    assert 'href="javascript' not in html

@@ -65,6 +65,7 @@ def _md() -> Any:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])  # GFM tables: models answer with them all the time
     md.disable("image")  # ![alt](url) renders as "!" + a checked link: no automatic request
     md.validateLink = _validate_link  # type: ignore[method-assign]
     default_link_open = md.renderer.rules.get("link_open")
@@ -77,6 +78,18 @@ def _md() -> Any:
         return md.renderer.renderToken(tokens, idx, options, env)
 
     md.renderer.rules["link_open"] = link_open
+
+    def cell_open(tokens, idx, options, env):  # noqa: ANN001 - markdown-it signature
+        # column alignment as a class, not a style attribute: the front end drops all styles
+        tok = tokens[idx]
+        align = str(tok.attrGet("style") or "").removeprefix("text-align:")
+        if align in ("left", "right", "center"):
+            tok.attrs.pop("style", None)
+            tok.attrSet("class", f"nbchat-al-{align}")
+        return md.renderer.renderToken(tokens, idx, options, env)
+
+    md.renderer.rules["th_open"] = cell_open
+    md.renderer.rules["td_open"] = cell_open
     return md
 
 
@@ -295,8 +308,10 @@ def static_bundle(turn: Any) -> dict[str, str]:
 
     body = render_markdown(s["text"], s["citations"])
     parts = [
-        '<div class="nbchat-static">',
-        f'<blockquote class="nbchat-prompt">{html.escape(s["prompt"])}</blockquote>',
+        '<div class="nbchat-static" style="border-left:3px solid var(--jp-brand-color1, #39c);'
+        'padding:2px 10px;margin:4px 0">',
+        f'<div class="nbchat-prompt" style="font-weight:600;white-space:pre-wrap">'
+        f"{html.escape(s['prompt'])}</div>",
     ]
     if s["tool_plan"]:
         parts.append(f"<p><em>Plan:</em> {html.escape(s['tool_plan'])}</p>")
@@ -308,7 +323,10 @@ def static_bundle(turn: Any) -> dict[str, str]:
     if error:
         parts.append(f'<p class="nbchat-error"><strong>Error:</strong> {html.escape(error)}</p>')
     if stats:
-        parts.append(f"<p><small>{html.escape(stats)}</small></p>")
+        parts.append(
+            '<p class="nbchat-stats" style="margin:2px 0;opacity:0.7">'
+            f"<small>{html.escape(stats)}</small></p>"
+        )
     parts.append("</div>")
     return {
         "text/plain": "\n".join(plain),
