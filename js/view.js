@@ -5,7 +5,8 @@
 
 const ALLOWED = new Set([
   "P", "H1", "H2", "H3", "H4", "H5", "H6", "UL", "OL", "LI", "BLOCKQUOTE", "PRE", "CODE",
-  "EM", "STRONG", "A", "HR", "BR", "SUP", "SPAN", "DIV",
+  "EM", "STRONG", "A", "HR", "BR", "SUP", "SPAN", "DIV", "S", "DEL",
+  "TABLE", "THEAD", "TBODY", "TR", "TH", "TD",
 ]);
 const ATTRS = new Set(["href", "title", "class", "start", "target", "rel"]);
 
@@ -38,19 +39,41 @@ function safeFragment(html) {
 
 function setHTML(el, html) {
   el.replaceChildren(safeFragment(html));
-  for (const pre of el.querySelectorAll("pre")) addCopy(pre);
+  for (const pre of el.querySelectorAll("pre")) decorateCode(pre);
+  // wide tables scroll on their own instead of widening the cell
+  for (const table of el.querySelectorAll("table")) {
+    const box = document.createElement("div");
+    box.className = "nbchat-table";
+    table.replaceWith(box);
+    box.append(table);
+  }
 }
 
-function addCopy(pre) {
-  if (pre.querySelector(":scope > .nbchat-copy")) return;
+// A code block gets a small bar above it (language + Copy), so the button never covers code.
+function decorateCode(pre) {
+  if (pre.parentElement && pre.parentElement.classList.contains("nbchat-code")) return;
+  const wrap = document.createElement("div");
+  wrap.className = "nbchat-code";
+  const bar = document.createElement("div");
+  bar.className = "nbchat-codebar";
+  const code = pre.querySelector("code");
+  const m = code && /(?:^|\s)language-([\w+#.-]{1,30})/.exec(code.className);
+  const lang = document.createElement("span");
+  lang.className = "nbchat-lang";
+  lang.textContent = m ? m[1] : "";
+  bar.append(lang, copyButton(pre));
+  pre.replaceWith(wrap);
+  wrap.append(bar, pre);
+}
+
+function copyButton(pre) {
   const btn = document.createElement("button");
   btn.className = "nbchat-copy";
   btn.type = "button";
   btn.textContent = "Copy";
-  btn.title = "Copy code";
+  btn.title = "Copy code to the clipboard";
   btn.addEventListener("click", async () => {
-    const code = pre.querySelector("code");
-    const text = (code || pre).textContent;
+    const text = pre.textContent;
     try {
       await navigator.clipboard.writeText(text);
     } catch {
@@ -61,10 +84,10 @@ function addCopy(pre) {
       document.execCommand("copy");
       ta.remove();
     }
-    btn.textContent = "Copied";
+    btn.textContent = "Copied ✓";
     setTimeout(() => (btn.textContent = "Copy"), 1200);
   });
-  pre.prepend(btn);
+  return btn;
 }
 
 // Slice a JS string by UTF-16 units (the unit the kernel counts in).
@@ -131,6 +154,17 @@ function initialize({ model }) {
   return () => model.off("msg:custom", onMsg);
 }
 
+function prettyArgs(args) {
+  if (!args) return "{}";
+  try {
+    const v = JSON.parse(args);
+    if (v && typeof v === "object") return JSON.stringify(v, null, 1).replace(/\n\s*/g, " ");
+  } catch {
+    // still streaming (or not JSON): show it as it is
+  }
+  return args;
+}
+
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -142,7 +176,9 @@ function fmtStats(S, status) {
   const st = S.meta.stats || {};
   const bits = [];
   const tokens = st.finish || status === "stopped" ? st.tokens ?? S.n : S.n;
-  bits.push(`${tokens ?? 0} tokens`);
+  if (tokens || status !== "error") {
+    bits.push(`${tokens ?? 0} tokens` + (st.input_tokens !== undefined ? ` (${st.input_tokens} in)` : ""));
+  }
   let tps = st.tps;
   if (tps === undefined && S.firstAt && S.n > 1 && !["done", "stopped", "error"].includes(status)) {
     const dt = (performance.now() - S.firstAt) / 1000;
@@ -150,7 +186,8 @@ function fmtStats(S, status) {
   }
   if (tps !== undefined) bits.push(`${tps} tok/s`);
   if (st.ttft !== undefined) bits.push(`TTFT ${st.ttft.toFixed(2)} s`);
-  if (status === "stopped") bits.push("stopped" + (st.stop_ms !== undefined ? ` (${st.stop_ms} ms)` : ""));
+  if (st.elapsed !== undefined && ["done", "stopped", "error"].includes(status)) bits.push(`${st.elapsed.toFixed(1)} s`);
+  if (status === "stopped") bits.push("stopped" + (st.stop_ms !== undefined ? ` in ${st.stop_ms} ms` : ""));
   else if (st.finish) bits.push(st.finish);
   else if (status === "approval") bits.push("waiting for approval");
   else if (status === "waiting" || status === "streaming") bits.push("streaming…");
@@ -158,10 +195,21 @@ function fmtStats(S, status) {
   return bits.join(" · ");
 }
 
+// red (unlikely) -> yellow -> green (likely); translucent, so text stays readable on light
+// and dark themes alike
 function lpColor(p) {
   const hue = Math.round(120 * Math.max(0, Math.min(1, p)));
   return `hsla(${hue}, 75%, 50%, 0.28)`;
 }
+
+const FINISH_HELP = {
+  COMPLETE: "the model finished its reply",
+  MAX_TOKENS: "the reply hit max_tokens and was cut off",
+  STOP_SEQUENCE: "a stop sequence ended the reply",
+  TOOL_CALL: "the model asked to call tools",
+  ERROR: "the reply ended with an error",
+  TIMEOUT: "the request timed out",
+};
 
 function render({ model, el: root }) {
   let store = stores.get(model);
@@ -179,13 +227,30 @@ function render({ model, el: root }) {
   const thinkBody = el("pre", "nbchat-think-body");
   think.append(thinkSum, thinkBody);
   const plan = el("div", "nbchat-plan");
+  const planLabel = el("span", "nbchat-plan-label", "Plan ");
+  const planText = el("span", "nbchat-plan-text");
+  plan.append(planLabel, planText);
   const calls = el("div", "nbchat-calls");
   const approval = el("div", "nbchat-approval");
   const body = el("div", "nbchat-body");
   const tail = el("div", "nbchat-block nbchat-tail");
   body.append(tail);
-  const lpBox = el("div", "nbchat-logprobs");
+  const lpBox = el("details", "nbchat-logprobs");
+  lpBox.open = true;
+  const lpSum = el("summary", "nbchat-lp-summary");
+  const lpTitle = el("span", null, "Token probabilities");
+  const legend = el("span", "nbchat-lp-legend");
+  legend.title = "Each token is coloured by the probability the model gave it; hover a token for its value.";
+  for (const [p, label] of [[0.05, "< 10%"], [0.5, "50%"], [0.97, "> 90%"]]) {
+    const sw = el("span", "nbchat-lp", label);
+    sw.style.background = lpColor(p);
+    legend.append(sw);
+  }
+  lpSum.append(lpTitle, legend);
+  const lpBody = el("div", "nbchat-lp-body");
+  lpBox.append(lpSum, lpBody);
   const error = el("div", "nbchat-error");
+  const badge = el("div", "nbchat-badge");
   const foot = el("div", "nbchat-foot");
   const stats = el("span", "nbchat-stats");
   const stop = el("button", "nbchat-stop", "Stop");
@@ -196,13 +261,14 @@ function render({ model, el: root }) {
     stop.textContent = "Stopping…";
   });
   foot.append(stats, stop);
-  root.replaceChildren(head, think, plan, calls, approval, body, lpBox, error, foot);
+  root.replaceChildren(head, think, plan, calls, approval, body, badge, lpBox, error, foot);
 
   const blockEls = [];
   let shownTail = null;
   let lpShown = 0;
   let callsKey = null;
   let approvalKey = null;
+  let paramsKey = null;
 
   const draw = () => {
     const S = store.S;
@@ -212,12 +278,19 @@ function render({ model, el: root }) {
     prompt.textContent = model.get("prompt");
     const title = model.get("title");
     const p = model.get("params") || {};
-    params.textContent = [title, ...Object.entries(p).map(([k, v]) => `${k}=${v}`)].filter(Boolean).join("  ");
+    const pkey = JSON.stringify([title, p]);
+    if (pkey !== paramsKey) {
+      paramsKey = pkey;
+      const chips = Object.entries(p)
+        .filter(([k, v]) => !(k === "model" && title && title.includes(String(v))))
+        .map(([k, v]) => el("span", "nbchat-chip", `${k}=${v}`));
+      params.replaceChildren(...(title ? [el("span", "nbchat-title", title)] : []), ...chips);
+    }
 
     think.hidden = !S.think;
     if (thinkBody.textContent !== S.think) thinkBody.textContent = S.think;
     plan.hidden = !S.plan;
-    plan.textContent = S.plan ? `Plan: ${S.plan}` : "";
+    if (planText.textContent !== S.plan) planText.textContent = S.plan;
 
     const key = JSON.stringify(meta.calls || []);
     if (key !== callsKey) {
@@ -225,10 +298,18 @@ function render({ model, el: root }) {
       calls.replaceChildren(
         ...(meta.calls || []).map((c) => {
           const d = el("div", "nbchat-call");
-          d.append(el("span", "nbchat-call-label", "tool call "), el("code", "nbchat-call-name", c.name));
-          d.append(el("pre", "nbchat-call-args", c.args || "{}"));
-          if (c.approved === false) d.append(el("div", "nbchat-call-denied", "denied"));
-          if (c.result !== undefined) d.append(el("pre", "nbchat-call-result", "→ " + c.result));
+          const head = el("div", "nbchat-call-head");
+          head.append(el("span", "nbchat-call-label", "tool call"), el("code", "nbchat-call-name", c.name));
+          let state = null;
+          if (c.approved === false) state = el("span", "nbchat-call-state nbchat-call-denied", "denied");
+          else if (c.result !== undefined) state = el("span", "nbchat-call-state nbchat-call-ok", "ran");
+          if (state) head.append(state);
+          d.append(head, el("pre", "nbchat-call-args", prettyArgs(c.args)));
+          if (c.result !== undefined) {
+            const r = el("pre", "nbchat-call-result", c.result);
+            r.title = "tool result (sent back to the model)";
+            d.append(r);
+          }
           return d;
         }),
       );
@@ -238,16 +319,22 @@ function render({ model, el: root }) {
       approvalKey = akey;
       approval.replaceChildren();
       if (meta.approval) {
-        approval.append(el("span", null, `Run ${meta.approval.map((c) => c.name).join(", ")}?`));
+        const names = meta.approval.map((c) => c.name).join(", ");
+        const q = el("span", "nbchat-approval-q", `Run ${names} in the kernel?`);
+        const answer = el("span", "nbchat-approval-answer");
+        approval.append(q);
         for (const [label, ok] of [["Approve", true], ["Deny", false]]) {
           const b = el("button", `nbchat-${label.toLowerCase()}`, label);
           b.type = "button";
+          b.title = ok ? "Run the tool call(s) shown above" : "Do not run them; the model is told they were denied";
           b.addEventListener("click", () => {
             model.send({ type: "approve", ok });
             for (const x of approval.querySelectorAll("button")) x.disabled = true;
+            answer.textContent = ok ? "approved, running…" : "denied";
           });
           approval.append(b);
         }
+        approval.append(answer);
       }
     }
     approval.hidden = !meta.approval;
@@ -272,20 +359,25 @@ function render({ model, el: root }) {
 
     lpBox.hidden = S.lp.length === 0;
     if (S.lp.length < lpShown) {
-      lpBox.replaceChildren();
+      lpBody.replaceChildren();
       lpShown = 0;
     }
     for (; lpShown < S.lp.length; lpShown++) {
       const [text, prob] = S.lp[lpShown];
       const span = el("span", "nbchat-lp", text);
       span.style.background = lpColor(prob);
-      span.title = `p=${prob}`;
-      lpBox.append(span);
+      const pct = (100 * prob).toFixed(prob >= 0.995 || prob < 0.01 ? 2 : 1);
+      span.title = `${JSON.stringify(text)}  p = ${pct}%  (logprob ${Math.log(Math.max(prob, 1e-12)).toFixed(3)})`;
+      lpBody.append(span);
     }
 
     error.hidden = !meta.error;
     error.textContent = meta.error ? `Error: ${meta.error}` : "";
+    badge.hidden = status !== "stopped";
+    badge.textContent = status === "stopped" ? "■ Stopped — partial reply kept" : "";
     stats.textContent = fmtStats(S, status);
+    const fin = (meta.stats || {}).finish;
+    stats.title = fin && FINISH_HELP[fin] ? `finish_reason ${fin}: ${FINISH_HELP[fin]}` : "";
     const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
     stop.hidden = !live;
     if (live && status !== "stopping") {
