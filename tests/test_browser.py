@@ -324,7 +324,7 @@ def test_live_view_panel_stop_and_hostile_reply_in_jupyterlab(lab, page, servers
         and request["messages"][-1]["content"] == "Hello from the panel"
     )
     assert kernel_eval(page, "print(pconv.turns[-1].params['temperature'])").strip() == "0.35"
-    expect(panel.locator(".nbchat-panel-usage")).to_contain_text("1 turns")
+    expect(panel.locator(".nbchat-panel-usage")).to_contain_text("1 turn ·")
     shot(page, "panel", panel)
 
     assert page.errors == [], page.errors

@@ -89,7 +89,7 @@ def test_changed_values_reach_the_request() -> None:
     assert conv.turns[-1].params["temperature"] == 0.55
     assert view in panel.transcript.children
     deadline = time.monotonic() + 2
-    while "turns" not in panel.footer.value or "1 turns" not in panel.footer.value:
+    while "1 turn ·" not in panel.footer.value:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert "11 tokens" in panel.footer.value  # 7 in + 4 out
@@ -178,3 +178,22 @@ def test_existing_turns_are_shown_statically() -> None:
     panel = Panel(conv, RecordingBackend())
     [static] = panel.transcript.children
     assert "<strong>b</strong>" in static.value and "<script" not in static.value
+
+
+def test_backend_label_max_tokens_placeholder_and_footer_wording() -> None:
+    from nbchat.backends.cohere import Client
+
+    panel = Panel(Conversation(), Client(base_url="http://127.0.0.1:9", api_key="k"))
+    assert panel.backend.label == "v2 · 127.0.0.1:9"  # not "cohere": it is another host
+    assert panel._get_backend().base_url == "http://127.0.0.1:9"
+    assert panel.max_tokens.value == "" and panel.max_tokens.placeholder == "model default"
+    assert "max_tokens" not in panel.request_params()
+    panel.max_tokens.value = "0"  # 0 still means the default
+    assert "max_tokens" not in panel.request_params()
+    panel.max_tokens.value = "-3"
+    assert panel.send("hi") is None and "max_tokens" in panel.status.value
+    panel.backend.value = "local"
+    assert panel.model.value == "smollm2-135m"
+    panel.backend.value = "given"
+    assert panel._get_backend().base_url == "http://127.0.0.1:9"
+    assert "0 turns ·" in panel.footer.value

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import ipywidgets as w
+import traitlets
 
 from .view import TurnView
 
@@ -36,6 +37,34 @@ KNOWN_MODELS = {
     ],
 }
 SAFETY_NOTE = "safety_mode cannot be combined with documents or tools (Cohere v2 rule): not sent."
+GIVEN = "given"  # dropdown value for the Backend instance the panel was created with
+LABEL_WIDTH = "135px"  # wide enough for "frequency_penalty" (the API's own names are kept)
+
+
+class _OptionalIntText(w.Text):
+    """A text box for an optional integer: empty shows a placeholder ("default", "random")
+    instead of a misleading 0; ints assigned from Python are accepted (CUnicode casts)."""
+
+    value = traitlets.CUnicode("", help="integer or empty").tag(sync=True)
+
+
+def _backend_label(backend: Any) -> str:
+    """What a Backend instance really talks to: a Client on another host is a v2 endpoint,
+    not Cohere (its class name says "cohere" either way)."""
+    from urllib.parse import urlsplit
+
+    name = str(getattr(backend, "name", None) or type(backend).__name__)
+    base = getattr(backend, "base_url", None)
+    if not isinstance(base, str) or not base:
+        return name
+    host = urlsplit(base).netloc or base
+    if name == "cohere" and host not in ("api.cohere.com", "api.cohere.ai"):
+        name = "v2"
+    return f"{name} · {host}"
+
+
+def _kind(label: str) -> str:
+    return label.split(" · ", 1)[0]
 
 
 def _slider(name: str) -> w.Widget:
@@ -49,8 +78,8 @@ def _slider(name: str) -> w.Widget:
         step=step,
         description=name,
         continuous_update=False,
-        style={"description_width": "120px"},
-        layout=w.Layout(width="340px"),
+        style={"description_width": LABEL_WIDTH},
+        layout=w.Layout(width="360px", max_width="100%"),
         **kw,
     )
     s.add_class(f"nbchat-panel-{name.replace('_', '-')}")
@@ -89,36 +118,44 @@ class Panel(w.VBox):
         self.dataframe: Any = None
 
         self.sliders = {name: _slider(name) for name in RANGES}
-        self.max_tokens = w.BoundedIntText(
-            value=0,
-            min=0,
-            max=1_000_000,
+        self.max_tokens = _OptionalIntText(
+            value="",
+            placeholder="model default",
             description="max_tokens",
-            tooltip="0 = the model's default",
-            style={"description_width": "120px"},
-            layout=w.Layout(width="230px"),
+            tooltip="empty = the model's default",
+            style={"description_width": LABEL_WIDTH},
+            layout=w.Layout(width="250px", max_width="100%"),
         )
         self.max_tokens.add_class("nbchat-panel-max-tokens")
-        self.seed = w.Text(
+        self.seed = _OptionalIntText(
             value="",
             placeholder="random",
             description="seed",
-            style={"description_width": "120px"},
-            layout=w.Layout(width="230px"),
+            tooltip="same seed + same parameters -> same reply (best effort)",
+            style={"description_width": "60px"},
+            layout=w.Layout(width="180px", max_width="100%"),
         )
         self.seed.add_class("nbchat-panel-seed")
-        bname = backend if isinstance(backend, str) else getattr(backend, "name", None)
-        if bname is None and isinstance(self.conversation.backend, str):
-            bname = self.conversation.backend
-        if bname is None and self.conversation.backend is not None:
-            bname = getattr(self.conversation.backend, "name", None)
-        bname = bname if bname in BACKEND_CHOICES else "auto"
+        self._given = self._backend_obj
+        if self._given is None and self.conversation.backend is not None:
+            if not isinstance(self.conversation.backend, str):
+                self._given = self.conversation.backend
+        options: list[tuple[str, str]] = [(b, b) for b in BACKEND_CHOICES]
+        if self._given is not None:
+            # show the instance as it is (e.g. "v2 · 127.0.0.1:8000"), not a guessed name
+            self._given_label = _backend_label(self._given)
+            options.insert(0, (self._given_label, GIVEN))
+            bname = GIVEN
+        else:
+            self._given_label = ""
+            bname = backend if isinstance(backend, str) else self.conversation.backend
+            bname = bname if bname in BACKEND_CHOICES else "auto"
         self.backend = w.Dropdown(
-            options=list(BACKEND_CHOICES),
+            options=options,
             value=bname,
             description="backend",
-            style={"description_width": "120px"},
-            layout=w.Layout(width="300px"),
+            style={"description_width": LABEL_WIDTH},
+            layout=w.Layout(width="360px", max_width="100%"),
         )
         self.backend.add_class("nbchat-panel-backend")
         self.model = w.Combobox(
@@ -126,8 +163,8 @@ class Panel(w.VBox):
             options=self._model_options(bname),
             ensure_option=False,
             description="model",
-            style={"description_width": "120px"},
-            layout=w.Layout(width="340px"),
+            style={"description_width": LABEL_WIDTH},
+            layout=w.Layout(width="360px", max_width="100%"),
         )
         self.model.add_class("nbchat-panel-model")
         self.backend.observe(self._on_backend, names="value")
@@ -135,13 +172,14 @@ class Panel(w.VBox):
             options=list(SAFETY_MODES),
             value="CONTEXTUAL",
             description="safety_mode",
-            style={"description_width": "120px"},
-            layout=w.Layout(width="300px"),
+            style={"description_width": LABEL_WIDTH},
+            layout=w.Layout(width="360px", max_width="100%"),
         )
         self.safety_mode.add_class("nbchat-panel-safety")
         self.safety_note = w.HTML("")
         self.prompt = w.Textarea(
-            placeholder="Message (Send to submit)", layout=w.Layout(width="100%", height="80px")
+            placeholder="Message (click Send to submit)",
+            layout=w.Layout(width="auto", height="80px"),
         )
         self.prompt.add_class("nbchat-panel-prompt")
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -172,16 +210,20 @@ class Panel(w.VBox):
             self.transcript.children += (self._static(turn),)
         self._update_footer()
 
+        def row(*children: w.Widget) -> w.HBox:
+            # rows wrap on narrow cells (side-by-side panes) instead of squashing sliders
+            return w.HBox(list(children), layout=w.Layout(flex_flow="row wrap"))
+
         params_box = w.VBox(
             [
-                w.HBox([self.backend, self.model]),
-                w.HBox([self.sliders["temperature"], self.sliders["p"]]),
-                w.HBox([self.sliders["k"], self.max_tokens, self.seed]),
-                w.HBox([self.sliders["frequency_penalty"], self.sliders["presence_penalty"]]),
-                w.HBox([self.safety_mode, self.safety_note]),
+                row(self.backend, self.model),
+                row(self.sliders["temperature"], self.sliders["p"]),
+                row(self.sliders["k"], self.max_tokens, self.seed),
+                row(self.sliders["frequency_penalty"], self.sliders["presence_penalty"]),
+                row(self.safety_mode, self.safety_note),
             ]
         )
-        buttons = w.HBox([self.send_button, self.stop_button, self.export_button, self.status])
+        buttons = row(self.send_button, self.stop_button, self.export_button, self.status)
         super().__init__([params_box, self.transcript, self.prompt, buttons, self.footer], **kwargs)
         self.add_class("nbchat-panel")
 
@@ -213,10 +255,11 @@ class Panel(w.VBox):
         self.safety_note.value = f"<small><i>{SAFETY_NOTE}</i></small>" if blocked else ""
 
     # -- backend / model -------------------------------------------------------------------------
-    @staticmethod
-    def _default_model(bname: str) -> str:
+    def _default_model(self, bname: str) -> str:
         from ..backends import default_model
 
+        if bname == GIVEN:
+            bname = _kind(self._given_label)
         try:
             return default_model(bname)
         except Exception:
@@ -225,6 +268,8 @@ class Panel(w.VBox):
     def _model_options(self, bname: str) -> list[str]:
         from ..backends import resolve_name
 
+        if bname == GIVEN:
+            bname = _kind(self._given_label)
         try:
             return list(KNOWN_MODELS.get(resolve_name(bname), []))
         except Exception:
@@ -233,7 +278,7 @@ class Panel(w.VBox):
     def _on_backend(self, change: dict[str, Any]) -> None:
         self.model.options = self._model_options(change["new"])
         self.model.value = self._default_model(change["new"])
-        self._backend_obj = None
+        self._backend_obj = self._given if change["new"] == GIVEN else None
 
     def _get_backend(self) -> Any:
         if self._backend_obj is not None:
@@ -261,11 +306,12 @@ class Panel(w.VBox):
             params[name] = int(slider.value) if name == "k" else round(float(slider.value), 4)
         if self.model.value:
             params["model"] = self.model.value
-        if self.max_tokens.value > 0:
-            params["max_tokens"] = int(self.max_tokens.value)
+        max_tokens = self.max_tokens.value.strip()
+        if max_tokens and max_tokens != "0":  # empty (or 0) = the model's default
+            params["max_tokens"] = _int_field("max_tokens", max_tokens, 1)
         seed = self.seed.value.strip()
         if seed:
-            params["seed"] = int(seed)  # ValueError names the bad input at Send
+            params["seed"] = _int_field("seed", seed, 0)  # the error names the bad input
         if self._documents:
             params["documents"] = list(self._documents)
         if self._tools:
@@ -289,13 +335,13 @@ class Panel(w.VBox):
             params = self.request_params()
             backend = self._get_backend()
         except Exception as exc:  # bad seed, unknown backend...: show it, send nothing
-            self.status.value = f"<small style='color:#c62828'>{_esc(redact(str(exc)))}</small>"
+            self.status.value = _error_html(redact(str(exc)))
             return None
         functions = [t for t in params.pop("tools", []) if callable(t)]
         tool_dicts = [t for t in (self._tools or []) if not callable(t)]
         if tool_dicts:
             params["tools"] = tool_dicts
-        view = TurnView(text, params={k: v for k, v in params.items() if k != "documents"})
+        view = TurnView(text, params=_shown_params(params), title=self.model.value or None)
         listener = _PanelListener(self, view)
         try:
             handle = runner.start_turn(
@@ -308,7 +354,7 @@ class Panel(w.VBox):
                 approve=view.approve if functions else None,
             )
         except Exception as exc:  # ValidationError: nothing was sent, conversation unchanged
-            self.status.value = f"<small style='color:#c62828'>{_esc(redact(str(exc)))}</small>"
+            self.status.value = _error_html(redact(str(exc)))
             view.close()
             return None
         view.attach(handle)
@@ -358,8 +404,9 @@ class Panel(w.VBox):
         toks = usage.get("tokens") or usage.get("billed_units") or {}
         n_in = int(toks.get("input_tokens") or 0)
         n_out = int(toks.get("output_tokens") or 0)
+        n = len(self.conversation.turns)
         self.footer.value = (
-            f"<small>{len(self.conversation.turns)} turns · {n_in + n_out} tokens "
+            f"<small>{n} turn{'' if n == 1 else 's'} · {n_in + n_out} tokens "
             f"({n_in} in / {n_out} out)</small>"
         )
 
@@ -393,6 +440,38 @@ class _PanelListener:
     def on_done(self, turn: Any) -> None:
         self.inner.on_done(turn)
         self.panel._turn_done(turn)
+
+
+def _int_field(name: str, text: str, minimum: int) -> int:
+    from ..errors import ValidationError
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValidationError(name, text, f"an integer >= {minimum}, or empty")
+    return value
+
+
+def _shown_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The view header's chips: only what differs from the API defaults (the panel always
+    sends every slider; listing 0.75, 0 and CONTEXTUAL on every turn is noise)."""
+    from ..protocol.request import DEFAULTS
+
+    shown: dict[str, Any] = {}
+    for k, v in params.items():
+        if k in ("model", "messages") or DEFAULTS.get(k, object()) == v:
+            continue
+        if k in ("documents", "tools") and isinstance(v, list):
+            shown[k] = len(v)
+        elif isinstance(v, (str, int, float, bool)):
+            shown[k] = v
+    return shown
+
+
+def _error_html(text: str) -> str:
+    return f"<small style='color:var(--jp-error-color1, #c62828)'>{_esc(text)}</small>"
 
 
 def _esc(s: str) -> str:
