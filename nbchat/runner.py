@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .backends import BACKENDS, resolve_model
 from .backends.base import Backend, Cancel
 from .conversation import Conversation, Turn, _add_usage, _as_message, _cell_key
 from .errors import APIError, Cancelled, NbChatError, redact
@@ -453,15 +454,9 @@ def start_turn(
         tool_defs = [d for d in tool_defs if _tool_name(d) != name] + [definition]
     if tool_defs:
         params["tools"] = tool_defs
-    if not params.get("model"):
-        from .backends import BACKENDS, default_model
-
-        own = getattr(backend, "model", None)  # e.g. OpenAIBackend(model=...)
-        bname = getattr(backend, "name", None)
-        if isinstance(own, str) and own:
-            params["model"] = own
-        elif bname in BACKENDS:
-            params["model"] = default_model(bname)
+    if not params.get("model") and getattr(backend, "name", None) in BACKENDS:
+        # the backend's own model, its default, or (v2 host, OpenAI server) what it serves
+        params["model"] = resolve_model(backend)
     user_msg = _as_message(user_content)
 
     lock = conversation._lock

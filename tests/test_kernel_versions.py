@@ -240,6 +240,7 @@ def test_live_chat_output_lands_in_its_cell(
             "%config NbChat.backend = 'v2'\n"
             f"%config NbChat.base_url = {server.url!r}\n"
             "%config NbChat.api_key = 'k-test'\n"
+            "%config NbChat.model = 'command-a-03-2025'\n"  # no model discovery GET
             "%config NbChat.live = 'always'\n"
             "import ipykernel, nbchat, nbchat.runner, nbchat.notebook.view, nbchat.backends.cohere\n"
             "print('VERSION', ipykernel.__version__)\n"

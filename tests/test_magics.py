@@ -574,6 +574,7 @@ def test_kernel_rerun_replaces_the_cells_turn_and_live_detection(kernel, server)
         "%config NbChat.backend = 'v2'\n"
         f"%config NbChat.base_url = '{server.url}'\n"
         "%config NbChat.api_key = 'k-test'\n"
+        "%config NbChat.model = 'command-a-03-2025'\n"  # no GET /v1/models to the scripted server
     )
     assert execute(kernel, setup)["reply"]["status"] == "ok"
     execute(kernel, "chat = None; del chat")

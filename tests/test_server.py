@@ -935,3 +935,19 @@ def test_engine_nbchat_client_matches_in_process(engine_url: str) -> None:
     in_process = collect(LocalBackend().stream(request))
     assert over_http["message"] == in_process["message"]
     assert over_http["usage"] == in_process["usage"]
+
+
+def test_v2_backend_without_a_model_uses_what_the_server_serves(
+    url: str, echo: EchoBackend
+) -> None:
+    """`--backend v2` pointed at nbchat serve with no model: ask GET /v1/models, not Cohere's name."""
+    from nbchat.backends import get_backend, resolve_model
+    from nbchat.conversation import Conversation
+
+    client = get_backend("v2", base_url=url, api_key="k")
+    assert client.name == "v2"
+    assert resolve_model(client) == "echo-1"
+    conv = Conversation()
+    turn = conv.send("hello world", backend=client, max_tokens=5)
+    assert turn.status == "complete", turn.error
+    assert turn.params["model"] == "echo-1"

@@ -45,6 +45,8 @@ def default_model(name: str | None = None) -> str:
         return LOCAL_MODEL
     if name == "openai":
         return os.environ.get("NBCHAT_OPENAI_MODEL", "")
+    if name == "v2":  # any v2 host (e.g. nbchat serve): resolve_model asks it
+        return ""
     return COHERE_MODEL
 
 
@@ -61,7 +63,10 @@ def get_backend(
     if name in ("cohere", "v2"):
         from .cohere import Client
 
-        return Client(api_key=api_key, base_url=base_url, **options)
+        client = Client(api_key=api_key, base_url=base_url, **options)
+        if name == "v2":
+            client.name = "v2"  # another host than Cohere's: its model list is what it serves
+        return client
     if name == "local":
         from .local import LocalBackend
 
@@ -84,16 +89,19 @@ def resolve_model(backend: Backend, model: str | None = None) -> str:
     own = getattr(backend, "model", None)
     if own:
         return str(own)
-    if getattr(backend, "name", None) == "openai":
+    name = getattr(backend, "name", None)
+    if name in ("openai", "v2"):
         ids = backend.models()
+        if not ids and name == "v2":  # e.g. a proxy to Cohere that lists nothing
+            ids = [COHERE_MODEL]
         if not ids:
             from ..errors import ValidationError
 
             raise ValidationError(
                 "model",
                 "",
-                "a model name: the server lists none; set NbChat.model, -m, or NBCHAT_OPENAI_MODEL",
+                "a model name: the server lists none; set NbChat.model or -m",
             )
         backend.model = ids[0]  # type: ignore[attr-defined]
         return ids[0]
-    return default_model(getattr(backend, "name", None))
+    return default_model(name)
