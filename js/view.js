@@ -187,7 +187,7 @@ function fmtStats(S, status) {
   if (tps !== undefined) bits.push(`${tps} tok/s`);
   if (st.ttft !== undefined) bits.push(`TTFT ${st.ttft.toFixed(2)} s`);
   if (st.elapsed !== undefined && ["done", "stopped", "error"].includes(status)) bits.push(`${st.elapsed.toFixed(1)} s`);
-  if (status === "stopped") bits.push("stopped" + (st.stop_ms !== undefined ? ` in ${st.stop_ms} ms` : ""));
+  if (status === "stopped") bits.push("stopped" + (st.stop_ms !== undefined ? ` in ${st.stop_ms < 1 ? "< 1" : st.stop_ms} ms` : ""));
   else if (st.finish) bits.push(st.finish);
   else if (status === "approval") bits.push("waiting for approval");
   else if (status === "waiting" || status === "streaming") bits.push("streaming…");

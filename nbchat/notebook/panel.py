@@ -162,6 +162,7 @@ class Panel(w.VBox):
             value=model or self.conversation.params.get("model") or self._default_model(bname),
             options=self._model_options(bname),
             ensure_option=False,
+            placeholder="model name",
             description="model",
             style={"description_width": LABEL_WIDTH},
             layout=w.Layout(width="360px", max_width="100%"),
