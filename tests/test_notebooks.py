@@ -142,7 +142,8 @@ def test_failed_call_fails_the_headless_run(tmp_path, monkeypatch):
             cells=[
                 new_code_cell(
                     "%load_ext nbchat\n%config NbChat.backend = 'v2'\n"
-                    f"%config NbChat.base_url = '{srv.url}'\n%config NbChat.api_key = 'k-123'"
+                    f"%config NbChat.base_url = '{srv.url}'\n%config NbChat.api_key = 'k-123'\n"
+                    "%config NbChat.model = 'command-a-03-2025'"  # no model-discovery GET
                 ),
                 new_code_cell("%%chat -t 0.1\nfirst"),
                 new_code_cell("%%chat\nsecond"),
