@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["inert_markdown"]
+__all__ = ["inert_markdown", "CONTROL_TABLE"]
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
@@ -23,6 +23,9 @@ _SAFE = ("http://", "https://", "mailto:", "#")
 
 
 def _controls() -> dict[int, str]:
+    """str.translate table: C0/C1 controls become visible control pictures or U+FFFD, and bidi
+    overrides (which make text read differently from what it is) become U+FFFD. One code
+    point in, one out, so offsets into the text stay valid."""
     table = {c: chr(0x2400 + c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
     table[0x7F] = "\u2421"
     for c in (*range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)):
@@ -30,7 +33,7 @@ def _controls() -> dict[int, str]:
     return table
 
 
-_CONTROLS = _controls()
+CONTROL_TABLE = _controls()
 
 
 def _safe_target(target: str) -> bool:
@@ -54,7 +57,7 @@ def _inline(text: str) -> str:
 
 def inert_markdown(text: str) -> str:
     """Markdown source with the model's raw HTML, images and unsafe links neutralised."""
-    text = text.translate(_CONTROLS)
+    text = text.translate(CONTROL_TABLE)
     out: list[str] = []
     prose: list[str] = []
     fence: str | None = None

@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from ..untrusted import CONTROL_TABLE
+
 __all__ = [
     "render_markdown",
     "clean_text",
@@ -30,29 +32,12 @@ _TAG_OR_MARK = re.compile("(<[^>]*>)|([\ue000-\uf8ff])")
 _SAFE_SCHEMES = ("http:", "https:", "mailto:")
 
 
-def _translation() -> dict[int, str]:
-    table: dict[int, str] = {}
-    for c in range(0x20):
-        if c not in (0x09, 0x0A, 0x0D):  # keep tab/newline/CR (markdown-it normalises CR)
-            table[c] = chr(0x2400 + c)  # U+2400.. "control pictures": visible, inert
-    table[0x7F] = "\u2421"
-    for c in range(0x80, 0xA0):
-        table[c] = "\ufffd"
-    # bidi overrides/isolates can make text read differently from what it is ("trojan source")
-    for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)):
-        table[c] = "\ufffd"
-    return table
-
-
-_TABLE = _translation()
-
-
 def clean_text(text: str) -> str:
     """Make control, bidi-override and private-use characters visible and inert.
 
     One code point in, one code point out, so citation offsets stay valid.
     """
-    return _MARK_RE.sub("\ufffd", text.translate(_TABLE))
+    return _MARK_RE.sub("\ufffd", text.translate(CONTROL_TABLE))
 
 
 def _validate_link(url: str) -> bool:
