@@ -25,6 +25,8 @@ from nbchat.images import (
     image_blocks,
     image_info,
     placeholder,
+    strip_images,
+    thumbnail,
 )
 from nbchat.protocol import validate_request
 
@@ -314,3 +316,35 @@ def test_importing_nbchat_images_loads_no_imaging_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# -- view thumbnails and stripped copies ------------------------------------------------------------
+def test_thumbnail_is_small_and_made_from_the_kernel_copy():
+    big = image_block(np.random.default_rng(5).integers(0, 256, (600, 900, 3), dtype=np.uint8))
+    thumb = thumbnail(big)
+    assert thumb.startswith("data:image/png;base64,")
+    _, img = _decode({"image_url": {"url": thumb}})
+    assert max(img.size) == 160 and img.size[0] > img.size[1]  # aspect kept
+    assert len(thumb) < len(big["image_url"]["url"]) / 10
+    small = image_block(np.zeros((20, 30), dtype=np.uint8))
+    assert thumbnail(small) == small["image_url"]["url"]  # already small: as is
+    assert thumbnail(image_block("https://example.org/a.png")) is None  # never fetched
+
+
+def test_strip_images_keeps_everything_but_the_base64():
+    block = image_block(np.zeros((480, 640, 3), dtype=np.uint8), "low")
+    msg = {
+        "role": "user",
+        "content": [{"type": "text", "text": "what?"}, block, image_block("https://x/y.png")],
+    }
+    stripped = strip_images(msg)
+    assert stripped["content"][0] == msg["content"][0]
+    assert stripped["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": placeholder(block), "detail": "low"},
+    }
+    assert stripped["content"][2] == msg["content"][2]
+    assert msg["content"][1] is block and block["image_url"]["url"].startswith(
+        "data:"
+    )  # not mutated
+    assert strip_images({"role": "user", "content": "hi"}) == {"role": "user", "content": "hi"}
