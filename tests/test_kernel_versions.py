@@ -16,7 +16,7 @@ and every iopub message of each turn (the widget's comm traffic, the final
 update_display_data refreshing the static fallback) must carry the msg_id of the cell that
 started it; B's and W's own output stay theirs. Found and fixed this way: from the worker,
 comm messages went to B/W on both versions, update_display_data to W on 6 (see
-nbchat.notebook.view._publish).
+nbchat.notebook.kernel.publish).
 
 ipykernel 6 comes from a venv built once (``python -m venv --system-site-packages`` + pip,
 ~20-40 s, cached under ~/.cache/nbchat-tests/ipykernel6 or $NBCHAT_TEST_CACHE); the

@@ -13,6 +13,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets
 
+from .render import shown_params
 from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
@@ -342,7 +343,11 @@ class Panel(w.VBox):
         tool_dicts = [t for t in (self._tools or []) if not callable(t)]
         if tool_dicts:
             params["tools"] = tool_dicts
-        view = TurnView(text, params=_shown_params(params), title=self.model.value or None)
+        view = TurnView(
+            text,
+            params=shown_params(params, functions, hide_defaults=True),
+            title=self.model.value or None,
+        )
         listener = _PanelListener(self, view)
         try:
             handle = runner.start_turn(
@@ -453,22 +458,6 @@ def _int_field(name: str, text: str, minimum: int) -> int:
     if value is None or value < minimum:
         raise ValidationError(name, text, f"an integer >= {minimum}, or empty")
     return value
-
-
-def _shown_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The view header's chips: only what differs from the API defaults (the panel always
-    sends every slider; listing 0.75, 0 and CONTEXTUAL on every turn is noise)."""
-    from ..protocol.request import DEFAULTS
-
-    shown: dict[str, Any] = {}
-    for k, v in params.items():
-        if k in ("model", "messages") or DEFAULTS.get(k, object()) == v:
-            continue
-        if k in ("documents", "tools") and isinstance(v, list):
-            shown[k] = len(v)
-        elif isinstance(v, (str, int, float, bool)):
-            shown[k] = v
-    return shown
 
 
 def _error_html(text: str) -> str:

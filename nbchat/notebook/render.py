@@ -22,6 +22,7 @@ __all__ = [
     "citation_title",
     "static_bundle",
     "turn_summary",
+    "shown_params",
 ]
 
 # Private-use code points mark citation positions while rendering; model text never keeps any
@@ -177,6 +178,45 @@ def render_markdown(text: str, citations: list[dict[str, Any]] | None = None) ->
             sups[i] = sup_html(i + 1, citation_title(c))
     marks.sort()
     return render_source(insert_marks(text, marks), sups)
+
+
+# -- the parameter chips of a view's header ------------------------------------------------------
+def shown_params(
+    params: dict[str, Any], tools: list[Any] | None = None, *, hide_defaults: bool = False
+) -> dict[str, Any]:
+    """The request parameters as chips: scalars, lists and dicts summarised, the model left
+    out (it is in the title). `hide_defaults` drops values equal to the API's defaults (the
+    panel sends every slider; listing 0.75, 0 and CONTEXTUAL on every turn is noise)."""
+    from ..protocol.request import DEFAULTS
+
+    shown: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in ("model", "messages", "system", "tools", "stream"):
+            continue
+        if hide_defaults and DEFAULTS.get(key, object()) == value:
+            continue
+        if key == "documents" and isinstance(value, list):
+            shown[key] = len(value)
+        elif key == "response_format" and isinstance(value, dict):
+            shown[key] = str(value.get("type", "")) + (
+                " + schema" if value.get("json_schema") else ""
+            )
+        elif key == "citation_options" and isinstance(value, dict):
+            shown["citations"] = value.get("mode", "")
+        elif isinstance(value, (list, dict)):
+            shown[key] = json.dumps(value, ensure_ascii=False, default=str)[:200]
+        else:
+            shown[key] = value
+    names = [_tool_name(t) for t in [*(params.get("tools") or []), *(tools or [])]]
+    if names:
+        shown["tools"] = ", ".join(names)
+    return shown
+
+
+def _tool_name(tool: Any) -> str:
+    if isinstance(tool, dict):
+        return str((tool.get("function") or {}).get("name") or "tool")
+    return str(getattr(tool, "__name__", "tool"))
 
 
 # -- static output (no live front end) ---------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .kernel import parent_message, publish, set_thread_parent
 from .render import (
     citation_title,
     clean_text,
@@ -242,81 +243,16 @@ def apply_message(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-# -- kernel parent header (ipykernel 6/7 thread routing) -----------------------------------------
-
-
-def _capture_parent() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return None
-    ip = get_ipython()
-    if ip is None:
-        return None
-    for getter in (
-        getattr(ip, "get_parent", None),
-        getattr(getattr(ip, "kernel", None), "get_parent", None),
-    ):
-        if getter is not None:
-            try:
-                return getter()
-            except TypeError:
-                try:
-                    return getter("shell")
-                except Exception:
-                    continue
-            except Exception:
-                continue
-    return getattr(ip, "parent_header", None)
-
-
-def _set_thread_parent(parent: Any) -> None:
-    """Route this thread's output to the cell that started the turn (ipykernel 7 rule)."""
-    if not parent:
-        return
-    from IPython import get_ipython
-
-    ip = get_ipython()
-    if ip is None:
-        return
-    if hasattr(ip, "set_thread_parent"):  # ipykernel >= 7 (thread-local)
-        ip.set_thread_parent(parent)
-    elif hasattr(ip, "set_parent"):  # ipykernel 6: global parent
-        ip.set_parent(parent)
-
-
-def _publish(parent: Any, msg_type: str, content: dict[str, Any], ident: Any) -> bool:
-    """Send one iopub message attributed to `parent` (the cell that started the turn).
-
-    Why not the usual path: ipykernel picks the parent itself. Comm messages use the kernel's
-    shell parent (6: one global; 7: a context variable that other threads resolve to the
-    *latest* cell) and display uses the shell's (6: global), so from the worker both name
-    whichever cell runs now (tests/test_kernel_versions.py). False without a kernel: the
-    caller then sends the usual way.
-    """
-    if not isinstance(parent, dict) or not parent.get("header"):
-        return False
-    from IPython import get_ipython
-
-    kernel = getattr(get_ipython(), "kernel", None)
-    session = getattr(kernel, "session", None)
-    socket = getattr(kernel, "iopub_socket", None)
-    if session is None or socket is None:
-        return False
-    session.send(socket, msg_type, content, parent=parent, ident=ident)
-    return True
-
-
 class _Listener:
     """What runner.start_turn(listener=...) calls, from the worker thread."""
 
     def __init__(self, view: TurnView) -> None:
         self.view = view
-        self.parent = _capture_parent()  # constructed on the main thread, inside the cell
+        self.parent = parent_message()  # constructed on the main thread, inside the cell
         view._parent = self.parent  # every later message of the view names this cell
 
     def on_start(self) -> None:
-        _set_thread_parent(self.parent)
+        set_thread_parent(self.parent)
         self.view._on_start(self.parent)
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -523,7 +459,7 @@ class TurnView(anywidget.AnyWidget):
         self._flush()
 
     def _tick(self, parent: Any) -> None:
-        _set_thread_parent(parent)
+        set_thread_parent(parent)
         while True:
             time.sleep(FLUSH_INTERVAL)
             if not self._running:
@@ -683,7 +619,7 @@ class TurnView(anywidget.AnyWidget):
         if formatter is not None and self._parent:
             data, md = formatter.format(self)
             content = {"data": data, "metadata": md, "transient": {"display_id": handle.display_id}}
-            if _publish(self._parent, "update_display_data", content, b"display_data"):
+            if publish(self._parent, "update_display_data", content, b"display_data"):
                 return
         handle.update(self)
 
@@ -774,7 +710,7 @@ class TurnView(anywidget.AnyWidget):
             )
             self.messages_sent += 1
         comm = self.comm
-        if comm is not None and _publish(
+        if comm is not None and publish(
             self._parent,
             "comm_msg",  # what Widget.send would send, but attributed to the starting cell
             {"comm_id": comm.comm_id, "data": {"method": "custom", "content": msg}},

@@ -33,6 +33,7 @@ __all__ = [
     "normalize_documents",
     "message_text",
     "DEFAULTS",
+    "RANGES",
     "SAFETY_MODES",
     "FINISH_REASONS",
     "CITATION_MODES",
@@ -56,6 +57,21 @@ DEFAULTS: dict[str, Any] = {
     "safety_mode": "CONTEXTUAL",
 }
 SAFETY_MODES = ("CONTEXTUAL", "STRICT", "OFF")
+SEED_MAX = 2**64 - 1
+# Allowed (min, max) of each numeric parameter, both inclusive; max None = no upper bound.
+# Floats are numbers, ints must be integers. validate_request, the flags, the panel and the
+# help all read this table.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "temperature": (0, 1),
+    "p": (0.01, 0.99),
+    "k": (0, 500),
+    "frequency_penalty": (0, 1),
+    "presence_penalty": (0, 1),
+    "seed": (0, SEED_MAX),
+    "max_tokens": (1, None),
+    "priority": (0, 999),
+}
+_INTEGER_FIELDS = ("k", "seed", "max_tokens", "priority")
 FINISH_REASONS = ("COMPLETE", "STOP_SEQUENCE", "MAX_TOKENS", "TOOL_CALL", "ERROR", "TIMEOUT")
 CITATION_MODES = ("ENABLED", "DISABLED", "FAST", "ACCURATE", "OFF")
 TOOL_CHOICES = ("REQUIRED", "NONE")
@@ -63,7 +79,6 @@ THINKING_TYPES = ("enabled", "disabled")
 RESPONSE_FORMAT_TYPES = ("text", "json_object")
 IMAGE_DETAILS = ("auto", "low", "high")
 ROLES = ("system", "user", "assistant", "tool")
-SEED_MAX = 2**64 - 1
 MAX_STOP_SEQUENCES = 5
 
 REQUIRED_FIELDS = ("model", "messages")
@@ -215,21 +230,13 @@ def validate_request(body: dict[str, Any]) -> dict[str, Any]:
     for name in ("stream", "strict_tools", "logprobs"):
         if name in req:
             _boolean(name, req[name])
-    if "temperature" in req:
-        _number("temperature", req["temperature"], 0, 1)
-    if "p" in req:
-        _number("p", req["p"], 0.01, 0.99)
-    if "k" in req:
-        _integer("k", req["k"], 0, 500)
-    for name in ("frequency_penalty", "presence_penalty"):
-        if name in req:
-            _number(name, req[name], 0, 1)
-    if "seed" in req:
-        _integer("seed", req["seed"], 0, SEED_MAX)
-    if "max_tokens" in req:
-        _integer("max_tokens", req["max_tokens"], 1)
-    if "priority" in req:
-        _integer("priority", req["priority"], 0, 999)
+    for name, (lo, hi) in RANGES.items():
+        if name not in req:
+            continue
+        if name in _INTEGER_FIELDS:
+            _integer(name, req[name], int(lo), None if hi is None else int(hi))
+        else:
+            _number(name, req[name], lo, hi if hi is not None else math.inf)
     if "stop_sequences" in req:
         _check_stop_sequences(req["stop_sequences"])
     if "safety_mode" in req:

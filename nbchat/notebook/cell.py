@@ -1,0 +1,229 @@
+"""What one ``%%chat`` cell does: parse, build the exact request, then run it live or static.
+
+* **Live** (an interactive front end, see `kernel.is_live`): the cell returns at once and a
+  worker streams into a `TurnView`.
+* **Static** (nbclient, nbconvert --execute, papermill, terminal IPython): the turn runs in the
+  cell, errors raise (a failed call fails the run) and the output is a text/plain +
+  text/markdown + text/html bundle.
+* ``--dry-run``: the validated request is shown as JSON; nothing is sent or changed.
+
+Re-running a cell replaces its turn: the key is the front end's cell id (``cellId`` in the
+execute_request metadata). Without one (terminal IPython, nbclient) every run appends.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from .flags import flag_message, request_fields, tool_functions
+from .interpolate import interpolate
+from .kernel import cell_info, is_live
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .magics import ChatMagics
+
+__all__ = ["run_cell"]
+
+
+def run_cell(m: ChatMagics, line: str, cell: str) -> None:
+    from .magics import check_name
+
+    s = m.settings
+    ns = m.shell.user_ns
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%%chat: cannot parse the flags: {exc}") from None
+    do_interp = s.interpolate and "--no-interpolate" not in tokens
+    if do_interp:
+        tokens = [interpolate(t, ns, "the %%chat flags") for t in tokens]
+    args = m.chat_cell.parser.parse_args(tokens)
+    prompt = interpolate(cell, ns) if do_interp else cell
+    prompt = prompt.strip("\n")
+    if not prompt.strip():
+        raise UsageError("%%chat: the cell is empty; write the message below the %%chat line")
+
+    name = check_name(args.name or s.conversation, "-n/--name")
+    backend_name = m.backend_name(args.backend)
+    conv = m.conversation(name, new=args.new, create=not args.dry_run)
+    params = _params(m, args, backend_name, conv)
+    if not params["model"]:  # e.g. an OpenAI-compatible server: ask it which model it serves
+        from ..backends import resolve_model
+        from ..errors import NbChatError
+
+        try:
+            params["model"] = resolve_model(m.backend(backend_name, None))
+        except NbChatError as exc:
+            raise UsageError(f"-m/--model: {exc.message}") from None
+    tools = tool_functions(ns, args.tools) if args.tools else None
+    info = cell_info(m.shell)
+    system = args.system if args.system is not None else (conv.system if conv else None)
+
+    # The exact request, validated now: a bad value changes nothing and sends nothing.
+    request = _request(conv, prompt, params, tools, system, info)
+    if args.dry_run:
+        _show_request(request)
+        return None
+
+    assert conv is not None
+    if args.system is not None:
+        params["system"] = args.system  # the runner sets it together with the new turn
+    backend = m.backend(backend_name, params.get("model"))
+    ns[name] = conv  # bind before starting: later cells can wait() on it at once
+    from .. import runner
+    from ..errors import NbChatError, ValidationError
+    from .render import shown_params
+
+    approve_all = s.auto_approve_tools
+    if is_live(m.shell, s.live):
+        from .view import TurnView
+
+        view = TurnView(
+            prompt, params=shown_params(params, tools), title=f"{name} · {params['model']}"
+        )
+        view.display()
+        try:
+            # Returns at once; a turn still streaming in this conversation is waited for
+            # in the worker, and a re-run of the same cell cancels and replaces its turn.
+            handle = runner.start_turn(
+                conv,
+                backend,
+                prompt,
+                params,
+                cell=info,
+                listener=view.listener(),
+                tools=tools,
+                approve=None if approve_all else view.approve,
+                background=True,
+            )
+        except ValidationError as exc:
+            raise UsageError(flag_message(exc)) from None
+        view.attach(handle)
+        if args.wait:
+            handle.wait()  # Ctrl-C cancels the turn
+            handle.turn.raise_for_status()
+        return None
+
+    # No live front end: run here, show a static bundle, raise if the call failed.
+    recorder = _Recorder()
+    try:
+        runner.start_turn(
+            conv,
+            backend,
+            prompt,
+            params,
+            cell=info,
+            listener=recorder,
+            tools=tools,
+            approve=None if approve_all else lambda calls: _headless_approve(m.shell, calls),
+            background=False,
+        )
+    except ValidationError as exc:
+        if recorder.turn is None:  # rejected before anything was sent
+            raise UsageError(flag_message(exc)) from None
+        _show_static(recorder.turn)
+        raise
+    except (NbChatError, KeyboardInterrupt, Exception):
+        if recorder.turn is not None:
+            _show_static(recorder.turn)
+        raise
+    _show_static(recorder.turn)
+    return None
+
+
+def _params(m: ChatMagics, args: Any, backend_name: str, conv: Any) -> dict[str, Any]:
+    """v2 request fields: NbChat.defaults, then the conversation's, then the flags."""
+    from ..backends import default_model
+
+    s = m.settings
+    defaults = s.checked_defaults()
+    flags = request_fields(args, m.shell.user_ns)
+    conv_params = dict(conv.params or {}) if conv is not None else {}
+    params = {**defaults, **conv_params, **flags}
+    params["model"] = args.model or params.get("model") or s.model or default_model(backend_name)
+    return params
+
+
+def _request(
+    conv: Any,
+    prompt: str,
+    params: dict[str, Any],
+    tools: list[Any] | None,
+    system: Any,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The body the runner will send (first round): validated, or a UsageError."""
+    from ..errors import ValidationError
+    from ..protocol.request import validate_request
+
+    messages: list[dict[str, Any]] = []
+    if conv is not None:
+        before = conv.find_cell_turn(info) if info.get("cell_id") else None
+        messages = [m for m in conv.history(before) if m.get("role") != "system"]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    messages.append({"role": "user", "content": prompt})
+    body: dict[str, Any] = {"model": params["model"], "messages": messages}
+    body.update({k: v for k, v in params.items() if k not in ("model", "system")})
+    try:
+        if tools:
+            from ..tools import function_to_tool
+
+            body["tools"] = [function_to_tool(f) for f in tools]
+        body["stream"] = True
+        return validate_request(body)
+    except ValidationError as exc:
+        raise UsageError(flag_message(exc)) from None
+
+
+class _Recorder:
+    """Listener for a headless run: keeps the turn so it can be shown even when it failed."""
+
+    turn: Any = None
+
+    def on_done(self, turn: Any) -> None:
+        self.turn = turn
+
+
+def _show_static(turn: Any) -> None:
+    from IPython.display import display
+
+    from .render import static_bundle  # (render avoids loading anywidget)
+
+    display(static_bundle(turn), raw=True)
+
+
+def _show_request(request: dict[str, Any]) -> None:
+    from IPython.display import display
+
+    from ..errors import redact
+
+    text = redact(json.dumps(request, indent=2, ensure_ascii=False, default=str))
+    display(
+        {
+            "text/plain": text,
+            "text/markdown": f"**nbchat dry run** (nothing sent)\n\n```json\n{text}\n```",
+            "application/json": json.loads(text),
+        },
+        raw=True,
+        metadata={"application/json": {"expanded": True}},
+    )
+
+
+def _headless_approve(shell: Any, calls: list[dict[str, Any]]) -> bool:
+    """No live view to click in: ask on a terminal, else deny (and say how to allow)."""
+    names = ", ".join((c.get("function") or {}).get("name", "?") for c in calls)
+    if getattr(shell, "kernel", None) is None and sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"nbchat: run tool call(s) {names}? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+    print(
+        f"nbchat: tool call(s) {names} denied: no live front end to approve them. "
+        "Set %config NbChat.auto_approve_tools = True to run tools in headless runs.",
+        file=sys.stderr,
+    )
+    return False

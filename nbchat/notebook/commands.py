@@ -1,0 +1,171 @@
+"""The ``%chat <command>`` line magic: panel, reset, history, models, export, config, stop."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from .kernel import is_live
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .magics import ChatMagics
+
+__all__ = ["run_command", "COMMANDS_HELP"]
+
+COMMANDS_HELP = """Conversation commands: %chat <command> [-n VAR].
+
+Commands
+--------
+panel             show the parameter panel driving the conversation
+reset             forget every turn (the system prompt stays); stops a running reply
+history           show the transcript
+models            list the models the backend offers (--backend NAME to pick one)
+export [PATH]     PATH.json (Conversation.save) or PATH.csv (to_dataframe); no path:
+                  return the DataFrame
+config            show the NbChat settings (the API key only as set/unset)
+stop              stop the streaming reply (the partial text stays, flagged)
+
+``-n VAR`` picks the Conversation variable (default: NbChat.conversation, "chat").
+"""
+
+
+def run_command(magics: ChatMagics, line: str) -> Any:
+    """Parse and run one ``%chat`` line."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%chat: {exc}") from None
+    names = ", ".join(_COMMANDS)
+    if not tokens:
+        raise UsageError(
+            "%chat needs a command: panel, reset, history, models, export [path], config, stop "
+            "(%%chat with a cell body sends a message; see %%chat?)"
+        )
+    command, rest = tokens[0].lower(), tokens[1:]
+    name, backend, rest = _pop_options(rest)
+    handler = _COMMANDS.get(command)
+    if handler is None:
+        raise UsageError(f"%chat: unknown command {command!r}; allowed: {names}")
+    if rest and command != "export":
+        raise UsageError(f"%chat {command}: unexpected arguments {' '.join(rest)!r}")
+    return handler(magics, name=name, backend=backend, args=rest)
+
+
+def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    from IPython.display import display
+
+    from .panel import Panel
+
+    conv = m.named(name, create=True)
+    model = m.settings.model or None
+    b = m.backend(m.backend_name(backend), model)
+    display(Panel(conversation=conv, backend=b, model=model))
+
+
+def _reset(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    m.named(name).reset()
+
+
+def _history(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    from IPython.display import display
+
+    display(m.named(name))
+
+
+def _models(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    from ..errors import NbChatError
+
+    bname = m.backend_name(backend)
+    try:
+        models = m.backend(bname, m.settings.model or None).models()
+    except NbChatError as exc:
+        raise UsageError(f"%chat models ({bname}): {exc.message}") from None
+    print("\n".join(models) if models else f"({bname}: no model list available)")
+
+
+def _export(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+    conv = m.named(name)
+    if len(args) > 1:
+        raise UsageError("%chat export takes one path (.json or .csv)")
+    if not args:
+        return conv.to_dataframe()
+    path = args[0]
+    if path.lower().endswith(".json"):
+        conv.save(path)
+    elif path.lower().endswith(".csv"):
+        conv.to_dataframe().to_csv(path, index=False)
+    else:
+        raise UsageError(f"%chat export: {path!r} must end in .json or .csv")
+    print(f"saved {len(conv)} turn(s) to {path}")
+    return None
+
+
+def _config(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    import os
+
+    from ..errors import redact
+
+    s = m.settings
+    env = [k for k in ("CO_API_KEY", "COHERE_API_KEY") if os.environ.get(k)]
+    key = (
+        "set in NbChat.api_key (hidden)"
+        if s.api_key
+        else (f"from {env[0]} (hidden)" if env else "not set")
+    )
+    try:
+        resolved = m.backend_name(None)
+    except UsageError as exc:
+        resolved = str(exc)
+    live = "live" if is_live(m.shell, s.live) else "static"
+    rows = [
+        ("backend", f"{s.backend!r} -> {resolved}"),
+        ("model", repr(s.model) + ("" if s.model else " (backend default)")),
+        ("base_url", repr(s.base_url) + ("" if s.base_url else " (backend default)")),
+        ("api_key", key),
+        ("defaults", repr(dict(s.defaults))),
+        ("auto_approve_tools", repr(s.auto_approve_tools)),
+        ("interpolate", repr(s.interpolate)),
+        ("live", f"{s.live!r} (this cell: {live})"),
+        ("conversation", repr(s.conversation)),
+    ]
+    print(redact("\n".join(f"NbChat.{k:<19} {v}" for k, v in rows)))
+
+
+def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    m.named(name).cancel()
+
+
+_COMMANDS = {
+    "panel": _panel,
+    "reset": _reset,
+    "history": _history,
+    "models": _models,
+    "export": _export,
+    "config": _config,
+    "stop": _stop,
+}
+
+
+def _pop_options(tokens: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """Take -n/--name VAR and --backend NAME out of a %chat command line."""
+    name = backend = None
+    rest: list[str] = []
+    it = iter(tokens)
+    for tok in it:
+        if tok in ("-n", "--name", "--backend"):
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"%chat: {tok} needs a value")
+            if tok == "--backend":
+                backend = value
+            else:
+                name = value
+        elif tok.startswith("--name="):
+            name = tok.split("=", 1)[1]
+        elif tok.startswith("--backend="):
+            backend = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+    return name, backend, rest

@@ -1,0 +1,379 @@
+"""The ``%%chat`` flags: ONE table mapping each flag to its v2 request field.
+
+The table drives the argparse parser (and so the ``%%chat?`` help), the panel's controls
+(sliders, integer boxes, the safety_mode dropdown) and error messages that name the flag a user
+would change. Ranges, defaults and allowed values come from `nbchat.protocol.request`; nothing
+here re-declares them.
+
+Import cost: IPython's argument decorators and the stdlib only (`%load_ext` stays cheap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument
+
+from ..protocol.request import CITATION_MODES, DEFAULTS, RANGES, SAFETY_MODES, TOOL_CHOICES
+
+__all__ = [
+    "Flag",
+    "FLAGS",
+    "FIELD_FLAGS",
+    "PANEL_FIELDS",
+    "add_arguments",
+    "flag_message",
+    "request_fields",
+    "lookup",
+]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One %%chat flag. `field` is the v2 request field it sets ("" for magic-only options);
+    `panel` is how the panel shows it ("slider", "int" or "enum"; "" = not on the panel)."""
+
+    names: tuple[str, ...]
+    help: str
+    field: str = ""
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    panel: str = ""
+    step: float = 0.0  # slider step
+
+    @property
+    def dest(self) -> str:
+        return self.names[-1].lstrip("-").replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        return "/".join(self.names)
+
+
+def _upper(value: str) -> str:
+    return value.upper()
+
+
+def _range(name: str) -> str:
+    lo, hi = RANGES[name]
+    return f"{lo}..{hi}" if hi is not None else f">= {lo}"
+
+
+def _api_default(name: str) -> str:
+    return f"Unset: not sent (API default {DEFAULTS[name]})."
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(
+        ("-m", "--model"),
+        "Model name, e.g. command-a-03-2025 or smollm2-135m. Unset: NbChat.model, else the "
+        "backend's default.",
+        "model",
+        {"metavar": "NAME"},
+    ),
+    Flag(
+        ("-t", "--temperature"),
+        f"Randomness, {_range('temperature')} (0 = greedy). {_api_default('temperature')}",
+        "temperature",
+        {"metavar": "TEMP", "type": float},
+        "slider",
+        0.01,
+    ),
+    Flag(
+        ("-p",),
+        f"Top-p nucleus mass, {_range('p')}. {_api_default('p')}",
+        "p",
+        {"type": float},
+        "slider",
+        0.01,
+    ),
+    Flag(
+        ("-k",),
+        f"Top-k, {_range('k')} (0 = off). {_api_default('k')}",
+        "k",
+        {"type": int},
+        "slider",
+        1,
+    ),
+    Flag(
+        ("--frequency-penalty",),
+        f"{_range('frequency_penalty')}, penalises tokens by how often they appeared. "
+        + _api_default("frequency_penalty"),
+        "frequency_penalty",
+        {"metavar": "X", "type": float},
+        "slider",
+        0.01,
+    ),
+    Flag(
+        ("--presence-penalty",),
+        f"{_range('presence_penalty')}, penalises tokens that appeared at all. "
+        + _api_default("presence_penalty"),
+        "presence_penalty",
+        {"metavar": "X", "type": float},
+        "slider",
+        0.01,
+    ),
+    Flag(
+        ("--max-tokens",),
+        f"Maximum output tokens, {_range('max_tokens')} (finish reason MAX_TOKENS). "
+        "Unset: the model's limit.",
+        "max_tokens",
+        {"metavar": "N", "type": int},
+        "int",
+    ),
+    Flag(
+        ("--seed",),
+        "0..2**64-1; same seed + parameters -> same output (best effort). Unset: random.",
+        "seed",
+        {"metavar": "N", "type": int},
+        "int",
+    ),
+    Flag(
+        ("--stop",),
+        "A stop sequence; repeat for several (at most 5). Unset: none.",
+        "stop_sequences",
+        {"action": "append", "metavar": "TEXT"},
+    ),
+    Flag(
+        ("--safety-mode",),
+        f"{', '.join(SAFETY_MODES)} (any case); not with --documents/--tools. "
+        + _api_default("safety_mode"),
+        "safety_mode",
+        {"type": _upper, "choices": list(SAFETY_MODES)},
+        "enum",
+    ),
+    Flag(
+        ("--citations",),
+        f"Citation mode with --documents/--tools: {', '.join(CITATION_MODES)}. Unset: API "
+        "default (ACCURATE).",
+        "citation_options",
+        {"type": _upper, "choices": list(CITATION_MODES), "metavar": "MODE"},
+    ),
+    Flag(
+        ("--logprobs",),
+        "Return per-token log probabilities. Unset: off.",
+        "logprobs",
+        {"action": "store_true", "default": None},
+    ),
+    Flag(
+        ("--priority",),
+        f"{_range('priority')}, lower runs first when requests queue. Unset: not sent (0).",
+        "priority",
+        {"metavar": "N", "type": int},
+    ),
+    Flag(
+        ("--tool-choice",),
+        f"With --tools: {' or '.join(TOOL_CHOICES)} (REQUIRED: must call a tool; NONE: must "
+        "not). Unset: the model decides.",
+        "tool_choice",
+        {"type": _upper, "choices": list(TOOL_CHOICES)},
+    ),
+    Flag(
+        ("--strict-tools",),
+        "Tool call arguments must match the tool schemas. Unset: off.",
+        "strict_tools",
+        {"action": "store_true", "default": None},
+    ),
+    Flag(
+        ("--json",),
+        "Reply with a JSON object (response_format json_object). Unset: text.",
+        "response_format",
+        {"action": "store_true", "default": None},
+    ),
+    Flag(
+        ("--schema",),
+        "A variable holding a JSON schema (dict, JSON string or pydantic model); implies "
+        "--json. Unset: any JSON object.",
+        "response_format",
+        {"metavar": "VAR"},
+    ),
+    Flag(
+        ("--documents",),
+        "A variable holding documents for grounded replies: a list of str/dicts, or a pandas "
+        "DataFrame (one document per row). Unset: none.",
+        "documents",
+        {"metavar": "VAR"},
+    ),
+    Flag(
+        ("--tools",),
+        "A variable holding a Python function or a list of them; each becomes a tool (schema "
+        "from signature, hints and docstring). Unset: none.",
+        "tools",
+        {"metavar": "VAR"},
+    ),
+    Flag(
+        ("--system",),
+        "Set the conversation's system prompt (kept for later turns). Unset: keep the current one.",
+        "messages",
+        {"metavar": "TEXT"},
+    ),
+    Flag(
+        ("-n", "--name"),
+        "The Conversation variable to use (created if missing). Unset: NbChat.conversation "
+        "('chat').",
+        kwargs={"metavar": "VAR"},
+    ),
+    Flag(
+        ("--new",),
+        "Start a fresh Conversation in that variable (the old one is dropped).",
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
+        ("--wait",),
+        "Block until the reply is complete, even with a live front end.",
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
+        ("--dry-run",),
+        "Show the exact validated request as JSON; send nothing, change nothing.",
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
+        ("--backend",),
+        "auto, cohere, v2, local, openai or an installed plugin's name. Unset: NbChat.backend "
+        "(auto: Cohere when a key is set, else local).",
+        kwargs={"type": str.lower, "metavar": "NAME"},
+    ),
+    Flag(
+        ("--no-interpolate",),
+        "Send @{...} literally. Unset: NbChat.interpolate (on).",
+        kwargs={"action": "store_true"},
+    ),
+)
+
+# The flag to name in an error about each request field ("the prompt" for messages).
+FIELD_FLAGS: dict[str, str] = {}
+for _f in FLAGS:
+    if _f.field and _f.field not in FIELD_FLAGS:
+        FIELD_FLAGS[_f.field] = _f.label
+FIELD_FLAGS["response_format"] = "--json/--schema"
+FIELD_FLAGS["messages"] = "the prompt / --system"
+del _f
+
+# Fields whose flag value is not the field value itself (built below or by the caller).
+_SHAPED = ("model", "citation_options", "response_format", "documents", "tools", "messages")
+
+# The request fields the panel shows, with their flag (ranges: RANGES; defaults: DEFAULTS).
+PANEL_FIELDS: dict[str, Flag] = {f.field: f for f in FLAGS if f.panel}
+
+
+def add_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a magic with one ``@argument`` per flag, in table order."""
+    for f in reversed(FLAGS):
+        func = argument(*f.names, help=f.help, **f.kwargs)(func)
+    return func
+
+
+def flag_message(exc: Any) -> str:
+    """A ValidationError rewritten to name the flag (or setting) a user would change."""
+    path = str(getattr(exc, "field", "") or "")
+    top = re.split(r"[.\[]", path, maxsplit=1)[0]
+    where = FIELD_FLAGS.get(top) or top or "request"
+    return f"{where}: {exc.message}"
+
+
+# -- parsed flags -> v2 request fields ---------------------------------------------------------------
+def request_fields(args: Any, ns: dict[str, Any]) -> dict[str, Any]:
+    """The v2 fields the flags set (unset flags are absent). VAR flags are looked up in `ns`;
+    --tools, --system and -m are left to the caller (functions, conversation state, backend)."""
+    out: dict[str, Any] = {}
+    for f in FLAGS:
+        if f.field and f.field not in _SHAPED:
+            value = getattr(args, f.dest)
+            if value is not None:
+                out[f.field] = value
+    if args.citations:
+        out["citation_options"] = {"mode": args.citations}
+    if args.schema:
+        schema = _schema(lookup(ns, args.schema, "--schema"))
+        out["response_format"] = {"type": "json_object", "json_schema": schema}
+    elif args.json:
+        out["response_format"] = {"type": "json_object"}
+    if args.documents:
+        out["documents"] = _documents(lookup(ns, args.documents, "--documents"))
+    return out
+
+
+def lookup(ns: dict[str, Any], expr: str, flag: str) -> Any:
+    """The value of a VAR flag: a variable (or expression) in the notebook namespace."""
+    try:
+        return eval(expr, ns)
+    except NameError as exc:
+        name = getattr(exc, "name", None) or expr
+        raise UsageError(f"{flag}: variable {name!r} is not defined") from None
+    except Exception as exc:
+        raise UsageError(f"{flag} {expr}: {type(exc).__name__}: {exc}") from None
+
+
+def tool_functions(ns: dict[str, Any], var: str) -> list[Any]:
+    """--tools VAR: a function, a v2 tool dict, or a list of them."""
+    value = lookup(ns, var, "--tools")
+    funcs = list(value) if isinstance(value, (list, tuple)) else [value]
+    for f in funcs:
+        if not callable(f) and not isinstance(f, dict):
+            raise UsageError(
+                f"--tools {var}: {f!r} is not a function; give a function or a list of functions"
+            )
+    return funcs
+
+
+def _schema(value: Any) -> dict[str, Any]:
+    if hasattr(value, "model_json_schema"):  # a pydantic v2 model class
+        value = value.model_json_schema()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise UsageError(f"--schema: the string is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            "--schema: expected a JSON schema (dict, JSON string or pydantic model), got "
+            + type(value).__name__
+        )
+    return value
+
+
+def _documents(value: Any) -> list[Any]:
+    """Documents from a list of str/dicts, one str/dict, or a DataFrame (one per row)."""
+    if type(value).__module__.startswith("pandas") and hasattr(value, "to_dict"):
+        if hasattr(value, "columns"):  # DataFrame: each row's columns become the document data
+            docs = []
+            for record in value.to_dict(orient="records"):
+                data = {str(k): _json_value(v) for k, v in record.items()}
+                doc_id = data.pop("id", None)
+                docs.append(
+                    {"id": str(doc_id), "data": data} if doc_id is not None else {"data": data}
+                )
+            return docs
+        value = list(value)  # a Series: one document per value
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        docs = list(value)
+        for i, d in enumerate(docs):
+            if not isinstance(d, (str, dict)):
+                raise UsageError(
+                    f"--documents: item {i} is a {type(d).__name__}; allowed: str, dict "
+                    "{id?, data} or a DataFrame"
+                )
+        return docs
+    raise UsageError(
+        "--documents: expected a list of str/dicts or a pandas DataFrame, got "
+        + type(value).__name__
+    )
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if hasattr(v, "item"):  # numpy scalars
+        try:
+            return v.item()
+        except Exception:
+            pass
+    return str(v)
