@@ -1,30 +1,18 @@
 """The live view of one turn: an anywidget fed by small incremental patches.
 
-Why patches: setting a trait (or ``Output.append_stdout``) per token re-sends the whole reply
-every time, O(n^2) bytes. Here the worker thread only records events; a flush (at most every
-``FLUSH_INTERVAL`` s, from the event itself or from a small timer thread) renders just the
-growing *tail* of the markdown and sends the difference from what the front end already has:
+The worker thread feeds events to a `TurnState` (which folds them with the protocol's
+`Accumulator`); a flush (at most every ``FLUSH_INTERVAL`` s, from the event itself or from a
+small timer thread) sends the front end what changed, as patches built by `StreamDoc` (see
+`streamdoc` for the message format; js/view.js applies them). A view that appears late (page
+reload mid-stream) says "hello" and gets one snapshot; at the end the kernel-side `state`
+trait holds the final state (for reloads and saved widget state).
 
-    {"s": seq, "o": [ops], "n": tokens, "m": {meta}, "pl": str, "th": str, "lp": [...]}
-
-(no "type" key: patches are the common case, keep them small; "e" ends, "snap" replaces all)
-
-ops, applied in order by js/view.js (and by `apply_message` below, used by the tests):
-    ["k", u]        move the first u UTF-16 units of the tail into a new finished block
-    ["b", html]     append a finished block
-    ["t", u, add]   keep the first u UTF-16 units of the tail, append `add`
-    ["t", u, add, e]  same, then re-append the tail's last e units (its closing tags)
-    ["r", i, html]  replace finished block i (a citation arrived for it)
-
-Finished blocks never change again except through "r", so each tick costs O(new text).
-A view that appears late (page reload mid-stream) says "hello" and gets one snapshot; at the
-end the kernel-side `state` trait holds the final state (for reloads and saved widget state).
+Messages are attributed to the cell that started the turn (`kernel.publish`), not to whatever
+cell runs when the worker sends them.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import os
 import pathlib
 import threading
@@ -35,15 +23,9 @@ import anywidget
 import traitlets
 
 from .kernel import parent_message, publish, set_thread_parent
-from .render import (
-    citation_title,
-    clean_text,
-    insert_marks,
-    md_parser,
-    render_source,
-    static_bundle,
-    sup_html,
-)
+from .render import clean_text, static_bundle
+from .streamdoc import StreamDoc, apply_message
+from .turnstate import TurnState, args_text
 
 __all__ = ["TurnView", "StreamDoc", "apply_message", "FLUSH_INTERVAL"]
 
@@ -58,189 +40,6 @@ def _asset(name: str) -> pathlib.Path:
         if p.is_file():
             return p
     raise FileNotFoundError(f"nbchat front-end file {name} not found (looked in js/ and static/)")
-
-
-def _u16(s: str) -> int:
-    """Length in UTF-16 code units, the unit JavaScript strings are sliced in."""
-    return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF) if not s.isascii() else len(s)
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # binary search on slice equality: C-speed compares
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-class StreamDoc:
-    """A growing markdown reply, split into finished blocks and one re-rendered tail."""
-
-    def __init__(self) -> None:
-        self.blocks: list[list[Any]] = []  # [raw_start, raw_text, html]
-        self.tail_start = 0
-        self.tail_raw = ""
-        self.tail_html = ""
-        self.marks: list[tuple[int, int]] = []  # (raw offset, citation id), sorted
-        self.sups: dict[int, str] = {}
-        self.seg_base = 0  # raw offset where the current model step's text starts
-        self._ops: list[list[Any]] = []
-        self._tail_dirty = False
-
-    @property
-    def length(self) -> int:
-        return self.tail_start + len(self.tail_raw)
-
-    def html(self) -> str:
-        return "".join(b[2] for b in self.blocks) + self.tail_html
-
-    def append(self, piece: str) -> None:
-        if piece:
-            self.tail_raw += clean_text(piece)
-            self._tail_dirty = True
-
-    def add_citation(self, citation: dict[str, Any]) -> None:
-        end = citation.get("end")
-        if not isinstance(end, int) or end < 0 or len(self.sups) >= 0x1800:
-            return
-        cid = len(self.sups)
-        self.sups[cid] = sup_html(cid + 1, citation_title(citation))
-        off = self.seg_base + end
-        bisect.insort(self.marks, (off, cid))
-        if off >= self.tail_start:
-            self._tail_dirty = True
-            return
-        for i, (start, raw, _html) in enumerate(self.blocks):
-            if start <= off < start + len(raw):
-                new = self._render(start, raw, start + len(raw))
-                if new != self.blocks[i][2]:
-                    self.blocks[i][2] = new
-                    self._ops.append(["r", i, new])
-                return
-
-    def new_segment(self) -> None:
-        """A new model step (after tool results): close the current text as finished."""
-        self.take_ops()  # render what is pending first, so the op order stays right
-        if self.tail_raw:
-            self.blocks.append([self.tail_start, self.tail_raw, self.tail_html])
-            self._ops.append(["k", _u16(self.tail_html)])
-            self.tail_start += len(self.tail_raw)
-            self.tail_raw, self.tail_html = "", ""
-        self.seg_base = self.tail_start
-
-    def _marks_in(self, start: int, end: int, closed: bool) -> list[tuple[int, int]]:
-        lo = bisect.bisect_left(self.marks, (start, -1))
-        out = []
-        for off, cid in self.marks[lo:]:
-            if off > end or (off == end and not closed):
-                break
-            out.append((off, cid))
-        return out
-
-    def _render(self, start: int, raw: str, end: int, closed: bool = False) -> str:
-        src = insert_marks(raw, self._marks_in(start, end, closed), start)
-        return render_source(src, self.sups)
-
-    def take_ops(self) -> list[list[Any]]:
-        """Render the tail if it changed; return the ops since the last call."""
-        if self._tail_dirty:
-            self._tail_dirty = False
-            self._render_tail()
-        ops, self._ops = self._ops, []
-        return ops
-
-    def _render_tail(self) -> None:
-        raw, start = self.tail_raw, self.tail_start
-        marks = self._marks_in(start, start + len(raw), True)
-        src = insert_marks(raw, marks, start)
-        tops = [
-            t.map[0] for t in md_parser().parse(src) if t.level == 0 and t.map and t.nesting >= 0
-        ]
-        new = render_source(src, self.sups)
-        if len(tops) >= 2 and tops[-1] > 0:
-            # Everything before the last top-level block is finished: a later line can only
-            # extend the last block (or start a new one), never reach back across it.
-            line, pos = 0, 0
-            while line < tops[-1]:
-                nl = src.find("\n", pos)
-                if nl < 0:
-                    break
-                pos, line = nl + 1, line + 1
-            if line == tops[-1]:
-                n_marks = sum(1 for ch in src[:pos] if 0xE000 <= ord(ch) <= 0xF8FF)
-                raw_cut = pos - n_marks
-                done_html = render_source(src[:pos], self.sups)
-                rest_html = render_source(src[pos:], self.sups)
-                if new == done_html + rest_html:  # the usual case: diff, then split in place
-                    self._diff(self.tail_html, new)
-                    self._ops.append(["k", _u16(done_html)])
-                else:  # rendering is not concatenative here: send the block itself
-                    self._ops.append(["b", done_html])
-                    self._diff(self.tail_html, rest_html)
-                self.blocks.append([start, raw[:raw_cut], done_html])
-                self.tail_start = start + raw_cut
-                self.tail_raw = raw[raw_cut:]
-                self.tail_html = rest_html
-                return
-        self._diff(self.tail_html, new)
-        self.tail_html = new
-
-    def _diff(self, old: str, new: str) -> None:
-        if new == old:
-            return
-        keep = _common_prefix(old, new)
-        # closing tags after the growing text ("</p>", "</code></pre>") stay put: keep a
-        # common suffix too, so a tick costs only the new text
-        room = min(len(old), len(new)) - keep
-        end = 0
-        while end < min(room, 64) and old[-1 - end] == new[-1 - end]:
-            end += 1
-        if end:
-            self._ops.append(
-                ["t", _u16(old[:keep]), new[keep : len(new) - end], _u16(old[len(old) - end :])]
-            )
-        else:
-            self._ops.append(["t", _u16(old[:keep]), new[keep:]])
-
-
-def apply_message(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
-    """Apply one front-end message to a state dict exactly as js/view.js does (for tests)."""
-
-    def cut16(s: str, units: int) -> tuple[str, str]:
-        b = s.encode("utf-16-le")
-        return b[: 2 * units].decode("utf-16-le"), b[2 * units :].decode("utf-16-le")
-
-    if msg.get("type") == "snap":
-        return dict(msg["state"])
-    state.setdefault("blocks", [])
-    state.setdefault("tail", "")
-    for op in msg.get("o", []):
-        if op[0] == "k":
-            head, rest = cut16(state["tail"], op[1])
-            state["blocks"].append(head)
-            state["tail"] = rest
-        elif op[0] == "b":
-            state["blocks"].append(op[1])
-        elif op[0] == "t":
-            tail = state["tail"]
-            keep_end = cut16(tail, _u16(tail) - op[3])[1] if len(op) > 3 else ""
-            state["tail"] = cut16(tail, op[1])[0] + op[2] + keep_end
-        elif op[0] == "r":
-            state["blocks"][op[1]] = op[2]
-    state["plan"] = state.get("plan", "") + msg.get("pl", "")
-    state["think"] = state.get("think", "") + msg.get("th", "")
-    state["lp"] = state.get("lp", []) + msg.get("lp", [])
-    state.setdefault("meta", {}).update(msg.get("m", {}))
-    if "n" in msg:
-        state["n"] = msg["n"]
-    state["s"] = msg.get("s", state.get("s", 0))
-    return state
 
 
 class _Listener:
@@ -266,19 +65,6 @@ class _Listener:
 
     def on_done(self, turn: Any) -> None:
         self.view._on_done(turn)
-
-
-def _prob(lp: dict[str, Any]) -> float:
-    vals = lp.get("logprobs") or []
-    try:
-        return round(math.exp(sum(float(v) for v in vals)), 3) if vals else 1.0
-    except (TypeError, ValueError, OverflowError):
-        return 1.0
-
-
-def _args_text(args: Any, limit: int = 2000) -> str:
-    s = args if isinstance(args, str) else str(args)
-    return clean_text(s if len(s) <= limit else s[: limit - 3] + "...")
 
 
 class TurnView(anywidget.AnyWidget):
@@ -307,29 +93,8 @@ class TurnView(anywidget.AnyWidget):
         super().__init__(prompt=clean_text(prompt), params=shown, title=title or "", **kwargs)
         self.refresh_fallback = refresh_fallback
         self._lock = threading.RLock()
-        self._doc = StreamDoc()
-        self._seq = 0
-        self._meta: dict[str, Any] = {"status": "waiting"}
-        self._meta_dirty: set[str] = set()
-        self._plan: list[str] = []
-        self._plan_sent = 0
-        self._think: list[str] = []
-        self._think_sent = 0
-        self._lp: list[list[Any]] = []
-        self._lp_sent = 0
-        self._thinking_blocks: set[int] = set()
-        self._calls: list[dict[str, Any]] = []
-        self._tokens = 0
-        self._tokens_sent = -1
-        self._t0: float | None = None
-        self._t_first: float | None = None
-        self._t_stats = 0.0
-        self._t_count = 0.0
+        self._st = TurnState()
         self._last_flush = 0.0
-        self._finish: str | None = None
-        self._usage: dict[str, Any] | None = None
-        self._error: str | None = None
-        self._citations: list[dict[str, Any]] = []
         self._handle: Any = None
         self._stop_requested = False
         self._t_stop: float | None = None
@@ -344,7 +109,7 @@ class TurnView(anywidget.AnyWidget):
         self.on_msg(self._on_frontend_msg)
 
     def __repr__(self) -> str:  # cheap: no trait serialisation
-        return f"<nbchat.TurnView {self.prompt[:40]!r} {self._meta.get('status')}>"
+        return f"<nbchat.TurnView {self.prompt[:40]!r} {self._st.meta.get('status')}>"
 
     # -- public API (main thread) ----------------------------------------------------------------
     def listener(self) -> _Listener:
@@ -373,7 +138,7 @@ class TurnView(anywidget.AnyWidget):
                 self._approval[1] = False
                 self._approval[0].set()
             if not self._done:
-                self._set_meta(status="stopping")
+                self._st.set_meta(status="stopping")
         if self._handle is not None:
             self._handle.cancel()
         self._flush()
@@ -388,21 +153,20 @@ class TurnView(anywidget.AnyWidget):
             shown = [
                 {
                     "name": clean_text(str((c.get("function") or {}).get("name") or "?")),
-                    "args": _args_text((c.get("function") or {}).get("arguments") or "{}"),
+                    "args": args_text((c.get("function") or {}).get("arguments") or "{}"),
                 }
                 for c in calls
             ]
-            self._set_meta(status="approval", approval=shown)
+            self._st.set_meta(status="approval", approval=shown)
         self._flush()
         event.wait(timeout)
         with self._lock:
             ok = bool(self._approval[1]) and event.is_set()
             self._approval = None
-            for c in self._calls:
-                c.setdefault("approved", ok)
-            self._set_meta(approval=None, calls=self._calls_meta())
+            self._st.set_approved(ok)
+            self._st.set_meta(approval=None)
             if not self._stop_requested:
-                self._set_meta(status="streaming")
+                self._st.set_meta(status="streaming")
         self._flush()
         return ok
 
@@ -411,28 +175,19 @@ class TurnView(anywidget.AnyWidget):
         from ..errors import redact
 
         with self._lock:
-            self._error = redact(str(error)) or type(error).__name__
-            self._set_meta(error=self._error, status="error")
+            self._st.error = redact(str(error)) or type(error).__name__
+            self._st.set_meta(error=self._st.error, status="error")
         self._flush()
 
     def snapshot(self) -> dict[str, Any]:
         """The complete front-end state (what a view that appears now needs)."""
         with self._lock:
-            return {
-                "s": self._seq,
-                "blocks": [b[2] for b in self._doc.blocks],
-                "tail": self._doc.tail_html,
-                "meta": dict(self._meta),
-                "plan": "".join(self._plan[: self._plan_sent]),
-                "think": "".join(self._think[: self._think_sent]),
-                "lp": list(self._lp[: self._lp_sent]),
-                "n": max(self._tokens_sent, 0),
-            }
+            return self._st.snapshot()
 
     @property
     def text(self) -> str:
-        d = self._doc
-        return "".join(b[1] for b in d.blocks) + d.tail_raw
+        with self._lock:
+            return self._st.text
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -449,9 +204,9 @@ class TurnView(anywidget.AnyWidget):
     # -- worker side -----------------------------------------------------------------------------
     def _on_start(self, parent: Any = None) -> None:
         with self._lock:
-            self._t0 = time.monotonic()
+            self._st.t0 = time.monotonic()
             self._running = True
-            self._set_meta(status="streaming")
+            self._st.set_meta(status="streaming")
         self._timer = threading.Thread(
             target=self._tick, args=(parent,), name="nbchat-view-flush", daemon=True
         )
@@ -468,89 +223,14 @@ class TurnView(anywidget.AnyWidget):
                 self._flush()
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        t = event.get("type")
-        msg = (event.get("delta") or {}).get("message") or {}
         with self._lock:
-            if self._t0 is None:
-                self._t0 = time.monotonic()
-            if t == "content-delta":
-                content = msg.get("content") or {}
-                self._first()
-                self._tokens += 1
-                if event.get("index", 0) in self._thinking_blocks or "thinking" in content:
-                    self._think.append(clean_text(content.get("thinking") or ""))
-                else:
-                    piece = content.get("text") or ""
-                    self._doc.append(piece)
-                    lp = event.get("logprobs")
-                    if isinstance(lp, dict):
-                        self._lp.append([clean_text(str(lp.get("text", piece))), _prob(lp)])
-            elif t == "content-start":
-                content = msg.get("content") or {}
-                if content.get("type") == "thinking":
-                    self._thinking_blocks.add(event.get("index", 0))
-                elif content.get("text"):
-                    self._doc.append(content["text"])
-            elif t == "message-start":
-                if self._doc.length or self._calls:
-                    self._doc.new_segment()
-                self._thinking_blocks = set()
-            elif t == "tool-plan-delta":
-                self._first()
-                self._tokens += 1
-                self._plan.append(clean_text(msg.get("tool_plan") or ""))
-            elif t == "tool-call-start":
-                self._first()
-                tc = msg.get("tool_calls") or {}
-                fn = tc.get("function") or {}
-                self._calls.append(
-                    {
-                        "id": tc.get("id"),
-                        "name": clean_text(str(fn.get("name") or "?")),
-                        "args": fn.get("arguments") or "",
-                    }
-                )
-                self._set_meta(calls=self._calls_meta())
-            elif t == "tool-call-delta":
-                self._tokens += 1
-                piece = ((msg.get("tool_calls") or {}).get("function") or {}).get("arguments")
-                if piece and self._calls:
-                    self._calls[-1]["args"] += piece
-                    self._meta_dirty.add("calls")
-            elif t == "citation-start":
-                cit = msg.get("citations")
-                if isinstance(cit, dict):
-                    self._citations.append(cit)
-                    self._doc.add_citation(cit)
-            elif t == "message-end":
-                delta = event.get("delta") or {}
-                self._finish = delta.get("finish_reason")
-                self._usage = delta.get("usage") or self._usage
-                if delta.get("error"):
-                    from ..errors import redact
-
-                    self._error = redact(str(delta["error"]))
+            self._st.feed(event)
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
             self._flush()
 
-    def _first(self) -> None:
-        if self._t_first is None:
-            self._t_first = time.monotonic()
-
     def _on_tool_calls(self, calls: list[dict[str, Any]]) -> None:
         with self._lock:
-            known = {c.get("id") for c in self._calls}
-            for c in calls:
-                if c.get("id") not in known or c.get("id") is None and not self._calls:
-                    fn = c.get("function") or {}
-                    self._calls.append(
-                        {
-                            "id": c.get("id"),
-                            "name": clean_text(str(fn.get("name") or "?")),
-                            "args": fn.get("arguments") or "{}",
-                        }
-                    )
-            self._set_meta(calls=self._calls_meta())
+            self._st.report_calls(calls)
         self._flush()
 
     def _on_tool_result(self, call: dict[str, Any], message: dict[str, Any]) -> None:
@@ -567,16 +247,13 @@ class TurnView(anywidget.AnyWidget):
                     )
             content = "\n".join(parts)
         with self._lock:
-            for c in self._calls:
-                if c.get("id") == call.get("id") and "result" not in c:
-                    c["result"] = _args_text(content or "", 500)
-                    break
-            self._set_meta(calls=self._calls_meta())
+            self._st.set_result(call.get("id"), str(content or ""))
         self._flush()
 
     def _on_done(self, turn: Any) -> None:
         from ..errors import redact
 
+        st = self._st
         with self._lock:
             if turn is not None:
                 get = (
@@ -584,23 +261,23 @@ class TurnView(anywidget.AnyWidget):
                     if isinstance(turn, dict)
                     else (lambda k: getattr(turn, k, None))
                 )
-                self._finish = get("finish_reason") or self._finish
-                self._usage = get("usage") or self._usage
+                st.finish = get("finish_reason") or st.finish
+                st.usage = get("usage") or st.usage
                 cancelled = bool(get("cancelled")) or self._stop_requested
                 err = get("error")
-                if err and not self._error and not cancelled:  # a stop is not an error
-                    self._error = redact(str(err))
+                if err and not st.error and not cancelled:  # a stop is not an error
+                    st.error = redact(str(err))
             else:
                 cancelled = self._stop_requested
             status = (
                 "stopped"
                 if cancelled
-                else ("error" if self._error or self._finish == "ERROR" else "done")
+                else ("error" if st.error or st.finish == "ERROR" else "done")
             )
-            stats = self._stats(final=True)
+            stats = st.stats(final=True)
             if cancelled and self._t_stop is not None:
                 stats["stop_ms"] = round((time.monotonic() - self._t_stop) * 1000)
-            self._set_meta(status=status, stats=stats, error=self._error, approval=None)
+            st.set_meta(status=status, stats=stats, error=st.error, approval=None)
             self._running = False
             self._done = True
         self._flush(final=True)
@@ -624,80 +301,15 @@ class TurnView(anywidget.AnyWidget):
         handle.update(self)
 
     # -- flushing --------------------------------------------------------------------------------
-    def _set_meta(self, **kv: Any) -> None:
-        for k, v in kv.items():
-            if self._meta.get(k) != v or k not in self._meta:
-                self._meta[k] = v
-                self._meta_dirty.add(k)
-
-    def _calls_meta(self) -> list[dict[str, Any]]:
-        return [
-            {k: (_args_text(v) if k == "args" else v) for k, v in c.items() if k != "id"}
-            for c in self._calls
-        ]
-
-    def _stats(self, final: bool = False) -> dict[str, Any]:
-        now = time.monotonic()
-        t0 = self._t0 or now
-        out_tokens = self._tokens
-        stats: dict[str, Any] = {"tokens": out_tokens}
-        usage = self._usage or {}
-        toks = usage.get("tokens") or usage.get("billed_units") or {}
-        if final and toks.get("output_tokens") is not None:
-            stats["tokens"] = out_tokens = int(toks["output_tokens"])
-            if toks.get("input_tokens") is not None:
-                stats["input_tokens"] = int(toks["input_tokens"])
-        if self._t_first is not None:
-            stats["ttft"] = round(self._t_first - t0, 3)
-            gen = now - self._t_first
-            if gen > 0 and out_tokens > 1:
-                stats["tps"] = round((out_tokens - 1) / gen, 1)
-        stats["elapsed"] = round(now - t0, 2)
-        if final and self._finish:
-            stats["finish"] = self._finish
-        return stats
-
     def _flush(self, final: bool = False) -> None:
         with self._lock:
-            self._last_flush = now = time.monotonic()
-            if self._meta_dirty.intersection({"calls"}):
-                self._meta["calls"] = self._calls_meta()
-            if not final and self._t_first and not self._t_stats:
-                # time to first token once; the front end derives tokens/s from "n" live
-                self._t_stats = now
-                self._set_meta(stats=self._stats())
-            ops = self._doc.take_ops()
-            msg: dict[str, Any] = {"type": "e"} if final else {}
-            if ops:
-                msg["o"] = ops
-            if self._meta_dirty:
-                msg["m"] = {k: self._meta.get(k) for k in sorted(self._meta_dirty)}
-                self._meta_dirty.clear()
-            if len(self._plan) > self._plan_sent:
-                msg["pl"] = "".join(self._plan[self._plan_sent :])
-                self._plan_sent = len(self._plan)
-            if len(self._think) > self._think_sent:
-                msg["th"] = "".join(self._think[self._think_sent :])
-                self._think_sent = len(self._think)
-            if len(self._lp) > self._lp_sent:
-                msg["lp"] = self._lp[self._lp_sent :]
-                self._lp_sent = len(self._lp)
-            if self._tokens != self._tokens_sent and (
-                final or (msg and now - self._t_count >= 0.5)
-            ):  # the live token count: twice a second is plenty
-                self._t_count = now
-                msg["n"] = self._tokens_sent = self._tokens
-            if not msg:
+            self._last_flush = time.monotonic()
+            msg = self._st.patch(final)
+            if msg is None:
                 return
-            self._seq += 1
-            msg["s"] = self._seq
-            if final:
-                # the front end checks its rebuilt HTML against this and asks for a resync
-                msg["len"] = _u16(self._doc.html())
-                msg["nb"] = len(self._doc.blocks)
             self._send_patch(msg)
             if final:
-                snap = self.snapshot()
+                snap = self._st.snapshot()
                 with self._lock_property(state=snap):  # kernel-side only; no echo
                     self.state = snap
 
@@ -731,34 +343,11 @@ class TurnView(anywidget.AnyWidget):
                     self._approval[0].set()
         elif kind in ("hello", "resync"):
             with self._lock:
-                behind = kind == "resync" or int(content.get("s") or 0) < self._seq
-                if behind and self._seq > 0:
+                behind = kind == "resync" or int(content.get("s") or 0) < self._st.seq
+                if behind and self._st.seq > 0:
                     self._send_patch({"type": "snap", "state": self.snapshot()})
 
     def _as_turn(self) -> dict[str, Any]:
-        calls = [
-            {
-                "id": c.get("id"),
-                "type": "function",
-                "function": {"name": c["name"], "arguments": c["args"]},
-            }
-            for c in self._calls
-        ]
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": [{"type": "text", "text": self.text}],
-        }
-        if calls:
-            message["tool_calls"] = calls
-        if self._plan:
-            message["tool_plan"] = "".join(self._plan)
-        if self._citations:
-            message["citations"] = self._citations
-        return {
-            "prompt": self.prompt,
-            "messages": [message],
-            "response": {"message": message, "finish_reason": self._finish, "usage": self._usage},
-            "cancelled": self._meta.get("status") == "stopped",
-            "error": self._error,
-            "params": self.params,
-        }
+        with self._lock:
+            stopped = self._st.meta.get("status") == "stopped"
+            return self._st.as_turn(self.prompt, self.params, stopped)
