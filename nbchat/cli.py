@@ -1,4 +1,5 @@
-"""The ``nbchat`` command: ``nbchat serve`` (a v2 server) and ``nbchat ask`` (one reply, streamed).
+"""The ``nbchat`` command: ``nbchat serve`` (a v2 server), ``nbchat ask`` (one reply, streamed) and
+``nbchat history`` (stored conversations: list, ``--search``, show one).
 
 Errors are one line on stderr and exit code 1, never a traceback; Ctrl-C stops a reply cleanly
 (exit 130). Heavy imports (the engine, httpx, uvicorn) happen only inside the subcommands.
@@ -87,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="response_format json_object")
     a.add_argument("-q", "--quiet", action="store_true", help="no finish/usage line on stderr")
     a.set_defaults(func=_ask)
+
+    h = sub.add_parser(
+        "history",
+        help="list, search or show stored conversations",
+        description="The chat history store (NBCHAT_HISTORY, or <user data dir>/nbchat/"
+        "history.sqlite3): every stored conversation, most recent first; --search TEXT finds "
+        "turns whose prompt, reply or thinking contain every word; ID prints one conversation.",
+    )
+    h.add_argument("id", nargs="?", default=None, help="show this conversation (id or prefix)")
+    h.add_argument("--search", "-s", default=None, metavar="TEXT", help="full-text search")
+    h.add_argument("--json", action="store_true", help="JSON instead of a table")
+    h.add_argument("--limit", "-n", type=int, default=None, help="at most N rows")
+    h.add_argument("--db", default=None, metavar="PATH", help="the store (default as above)")
+    h.set_defaults(func=_history)
     return parser
 
 
@@ -210,6 +225,54 @@ def _ask(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_usage_line(finish, usage), file=sys.stderr, flush=True)
     return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    import json
+
+    from . import history
+
+    path = args.db
+    if args.id is not None:
+        conv = history.load(args.id, path)
+        if args.json:
+            print(conv.to_json(indent=1))
+        else:
+            print(repr(conv))
+        return 0
+    if args.search is not None:
+        rows = history.search(args.search, path, limit=args.limit or 100)
+        columns = ("conversation", "turn_id", "finished_at", "model", "snippet")
+    else:
+        rows = history.conversations(path, limit=args.limit)
+        columns = ("id", "last_used", "turns", "model", "notebook", "title")
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    if not rows:
+        print("no matching turns" if args.search is not None else "no stored conversations")
+        return 0
+    print(_table(rows, columns))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    import time
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if key in ("last_used", "finished_at"):
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
+        text = " ".join(str(value).split())
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    cells = [[cell(c, r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,8 @@ bodies and headers, as a misbehaving proxy might). Then every surface is collect
 searched: cell outputs of every mime type (IPython InteractiveShell and an nbclient-executed
 notebook, whole .ipynb incl. widget state), widget state, repr()/str() of every public object,
 exceptions and formatted tracebacks, log records at DEBUG (nbchat, httpx, httpcore, root),
-to_dataframe()/to_json()/save()/export files, the dry-run view, and nbchat serve responses.
+to_dataframe()/to_json()/save()/export files, the dry-run view, nbchat serve responses, and the
+history store's SQLite files (database, -wal, -shm: every byte).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v2server import Reply, V2Server, error_reply, events_body, sse, text_events, text_reply  # noqa: E402
 
 import nbchat  # noqa: E402
-from nbchat import runner  # noqa: E402
+from nbchat import history, runner  # noqa: E402
 from nbchat.backends.cohere import Client  # noqa: E402
 from nbchat.conversation import Conversation  # noqa: E402
 from nbchat.errors import APIError, NbChatError  # noqa: E402
@@ -65,6 +66,13 @@ def assert_clean(text: str, where: str) -> None:
     # a key cut or case-changed is still a leak
     for key in KEYS:
         assert key[:14] not in text and key.upper() not in text, where
+
+
+def store_bytes(folder: Path) -> str:
+    """Every byte of a history store (database, -wal, -shm) as text, for the key scan."""
+    files = sorted(folder.iterdir())
+    assert any(f.name.endswith(".sqlite3") for f in files), files
+    return "\n".join(f.read_bytes().decode("latin-1") for f in files)
 
 
 def error_texts(exc: BaseException) -> list[str]:
@@ -169,6 +177,10 @@ def test_python_api_everything_scanned(
         from nbchat.notebook.render import static_bundle
 
         texts += [("static bundle", json.dumps(static_bundle(t))) for t in conv.turns]
+        store = history.get_store(tmp_path / "history" / "history.sqlite3")
+        for t in conv.turns:
+            assert store.record(conv, t)
+        assert store.flush(10) and store.warning is None
     # other backends holding a key
     from nbchat.backends.openai import OpenAIBackend
 
@@ -180,6 +192,9 @@ def test_python_api_everything_scanned(
         with pytest.raises(NbChatError) as info:
             c.chat(model=MODEL, messages=[{"role": "user", "content": "x"}])
         texts += [("net error", t) for t in error_texts(info.value)]
+    stored = store_bytes(tmp_path / "history")
+    assert "invalid api token" in stored  # the failed turns are in the store ...
+    texts.append(("history store", stored))  # ... without the key
     texts.append(("logs", logs.getvalue()))
     assert "HTTP Request" in logs.getvalue()  # httpx really logged at DEBUG/INFO
     for where, text in texts:
@@ -369,3 +384,56 @@ def test_debug_logs_redact_an_echoed_key(srv: V2Server, logs: io.StringIO) -> No
         client.chat(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert "receive_response_headers" in logs.getvalue()
     assert_clean(logs.getvalue(), "DEBUG logs")
+
+
+# -- the history store: a key the user typed is never written ----------------------------------------
+def test_history_store_never_holds_a_key(
+    srv: V2Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A prompt, a system message, a parameter and a tool result carrying the key (the user
+    pasted it, a tool printed it), and error answers echoing it: the conversation in memory has
+    what the user typed, the store on disk has ``***``. The scan reads every byte, including
+    free pages and the WAL."""
+    monkeypatch.setenv("CO_API_KEY", ENV_KEY)
+    client = Client(base_url=srv.url, api_key=ARG_KEY, max_retries=0)
+
+    def leaky_tool(x: int) -> dict[str, str]:
+        """Returns a secret it should not have.
+
+        Args:
+            x: anything.
+        """
+        return {"env": ENV_KEY, "arg": ARG_KEY}
+
+    conv = Conversation(system=f"the key is {ENV_KEY}", temperature=0.3)
+    srv.push(reply("ok"))
+    conv.send(f"my keys are {ENV_KEY} and {ARG_KEY}", backend=client, model=MODEL)
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "leaky_tool", "arguments": '{"x": 1}'},
+    }
+    tool_turn = [
+        {"type": "message-start", "id": "r1", "delta": {"message": {"role": "assistant"}}},
+        {"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls": call}}},
+        {"type": "tool-call-end", "index": 0},
+        {"type": "message-end", "delta": {"finish_reason": "TOOL_CALL"}},
+    ]
+    srv.push(sse(events_body(tool_turn)), reply("done"))
+    conv.send("use the tool", backend=client, model=MODEL, tools=[leaky_tool])
+    assert ENV_KEY in json.dumps(conv.turns[-1].to_dict())  # the tool result did carry it
+    for bad in echoing_errors(ARG_KEY):
+        srv.push(bad)
+        with pytest.raises(APIError):
+            conv.send(f"fail with Authorization: Bearer {ARG_KEY}", backend=client, model=MODEL)
+    store = history.get_store(tmp_path / "h" / "history.sqlite3")
+    for t in conv.turns:
+        assert store.record(conv, t)
+    assert store.flush(10) and store.warning is None
+    stored = store_bytes(tmp_path / "h")
+    assert "my keys are *** and ***" in stored and "invalid api token" in stored
+    assert_clean(stored, "history store")
+    assert "Bearer canary" not in stored and "bearer canary" not in stored.lower()
+    restored = history.load(history.conversation_id(conv), store.path)
+    assert restored.system == "the key is ***" and len(restored) == len(conv)
+    assert_clean(restored.to_json(), "restored conversation")

@@ -1,0 +1,365 @@
+"""Writing the history store: every finished turn, off the streaming path, never breaking one.
+
+`Store.record(conversation, turn)` snapshots the finished turn (a deep copy, in the caller's
+thread: microseconds) and queues it; one daemon writer thread per store redacts it (no key,
+no bearer token: `nbchat.errors.redact` over the JSON text) and commits it in its own short
+``BEGIN IMMEDIATE`` transaction (several processes may write one store: WAL and a busy
+timeout). A store that cannot be opened or written (read-only disk, locked past the busy
+timeout, corrupt file) warns once (`HistoryWarning`, and the ``nbchat`` logger) and then drops
+further writes: a turn never fails because of its history. `flush()` waits for the queue; an
+``atexit`` hook flushes on a normal interpreter exit (kernel shutdown or restart), so a
+SIGKILL loses at most the turns still queued (milliseconds' worth).
+
+Re-running a cell replaces its turn in place in the conversation; the store does the same:
+a turn with the ``cell_id`` of a stored turn of the same conversation takes its row's place
+(``seq``), so a restored conversation has the turns the notebook showed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .schema import connect
+
+__all__ = ["Store", "HistoryWarning", "SESSION", "conversation_id", "set_conversation_id"]
+
+log = logging.getLogger("nbchat")
+
+SESSION = uuid.uuid4().hex[:12]  # this process: "%chat history" lists what it recorded
+TITLE_CHARS = 80
+MAX_BATCH = 200  # turns per transaction when the writer is behind
+
+
+class HistoryWarning(UserWarning):
+    """The history store could not be opened or written; turns go on without it."""
+
+
+# -- which conversation --------------------------------------------------------------------------
+_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_ids_lock = threading.Lock()
+
+
+def conversation_id(conversation: Any) -> str:
+    """The stored id of a Conversation (made on first use; restored ones keep theirs)."""
+    with _ids_lock:
+        cid = _ids.get(conversation)
+        if cid is None:
+            cid = _ids[conversation] = uuid.uuid4().hex[:12]
+        return cid
+
+
+def set_conversation_id(conversation: Any, cid: str) -> None:
+    """Make later turns of `conversation` continue the stored conversation `cid`."""
+    with _ids_lock:
+        _ids[conversation] = cid
+
+
+# -- the store -----------------------------------------------------------------------------------
+class Store:
+    """One history database: `record()` queues finished turns, a writer thread commits them.
+
+    ``Store(path)`` opens nothing until the first write (or `open()`); reading goes through
+    `nbchat.history` (``conversations``, ``search``, ``load``, ``to_dataframe``) with its own
+    connections. ``warning`` holds the text of the (single) warning once writing failed.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.warning: str | None = None
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._broken = False
+        self._written = 0
+
+    def __repr__(self) -> str:
+        state = "broken" if self._broken else "ok"
+        return f"Store({str(self.path)!r}, {state}, written={self._written})"
+
+    # -- writing (any thread) ------------------------------------------------------------------
+    def record(self, conversation: Any, turn: Any, *, notebook: str | None = None) -> bool:
+        """Queue a finished turn of `conversation` (running turns are ignored). Returns False
+        when the store is broken (the one warning was already given)."""
+        if self._broken:
+            return False
+        snap = turn.to_dict()
+        if snap.get("status") == "running":
+            return False
+        turns = conversation.turns
+        first = turns[0].prompt if turns else ""
+        system = conversation.system
+        params = dict(conversation.params)
+        item = {
+            "conversation": conversation_id(conversation),
+            "turn": snap,
+            "title": first or _text(snap.get("input") or []),
+            "system": system,
+            "params": params,
+            "notebook": notebook,
+            "finished_at": _finished_at(snap),
+        }
+        self._queue.put(item)
+        self._ensure_thread()
+        return True
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every queued turn is written (or dropped); True if the queue drained."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def open(self) -> bool:
+        """Open (creating) the database now; False (after the one warning) if it cannot be."""
+        with self._lock:
+            return self._open_locked()
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._drain, name="nbchat-history", daemon=True
+                )
+                self._thread.start()
+                _live_stores.add(self)
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:  # group commit: whatever queued meanwhile, at once
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [x for x in batch if not isinstance(x, threading.Event)]
+            if items and not self._broken:
+                try:
+                    with self._lock:
+                        if self._open_locked():
+                            _write(self._conn, items)  # type: ignore[arg-type]
+                            self._written += len(items)
+                except Exception as exc:  # never let the history break anything
+                    self._fail(exc)
+            for x in batch:
+                if isinstance(x, threading.Event):
+                    x.set()
+
+    def _open_locked(self) -> bool:
+        if self._broken:
+            return False
+        if self._conn is not None:
+            return True
+        try:
+            self._conn = connect(self.path, create=True)
+            return True
+        except Exception as exc:
+            self._fail(exc)
+            return False
+
+    def _fail(self, exc: BaseException) -> None:
+        from ..errors import redact
+
+        if self._broken:
+            return
+        self._broken = True
+        self.warning = redact(
+            f"nbchat: the chat history at {self.path} cannot be written "
+            f"({type(exc).__name__}: {exc}); turns are not being recorded. "
+            "Set NBCHAT_HISTORY (or %config NbChat.history) to another path, or to 0 to turn it off."
+        )
+        log.warning("%s", self.warning)
+        warnings.warn(self.warning, HistoryWarning, stacklevel=2)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:  # a normal exit (kernel shutdown or restart) writes what is queued
+    for store in list(_live_stores):
+        with contextlib.suppress(Exception):
+            store.flush(5.0)
+
+
+# -- one write -----------------------------------------------------------------------------------
+def _write(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
+    """Insert queued turns in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for item in items:
+            _insert(conn, item)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _insert(conn: sqlite3.Connection, item: dict[str, Any]) -> None:
+    from ..errors import redact
+
+    snap = item["turn"]
+    cid = item["conversation"]
+    data = redact(json.dumps(snap, ensure_ascii=False, default=repr))
+    params = redact(json.dumps(item["params"], ensure_ascii=False, default=repr))
+    system = item["system"]
+    system_json = redact(json.dumps(system, ensure_ascii=False)) if system is not None else None
+    cell = snap.get("cell") or {}
+    cell_id = str(cell["cell_id"]) if cell.get("cell_id") else None
+    usage = snap.get("usage") or {}
+    tokens = usage.get("tokens") or usage.get("billed_units") or {}
+    timings = snap.get("timings") or {}
+    output = snap.get("output") or []
+    status = snap.get("status") or "complete"
+    turn_params = snap.get("params") or {}
+    model = turn_params.get("model")
+    reply, thinking = _reply_texts(output)
+    prompt = redact(_text(snap.get("input") or []))
+    title = " ".join(redact(item["title"] or "").split())[:TITLE_CHARS]
+    now = item["finished_at"]
+    conn.execute(
+        "INSERT INTO conversations (id, title, notebook, session, system, params, model, "
+        "backend, created, updated, turns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) "
+        "ON CONFLICT(id) DO UPDATE SET notebook = COALESCE(excluded.notebook, notebook), "
+        "session = excluded.session, system = excluded.system, params = excluded.params, "
+        "model = COALESCE(excluded.model, model), "
+        "backend = COALESCE(excluded.backend, backend), updated = excluded.updated, "
+        "title = CASE WHEN title = '' THEN excluded.title ELSE title END",
+        (
+            cid,
+            title,
+            item["notebook"],
+            SESSION,
+            system_json,
+            params,
+            model,
+            snap.get("backend"),
+            now,
+            now,
+        ),
+    )
+    # the same turn again, or a re-run of the same cell: take its place
+    seq = None
+    old = conn.execute(
+        "SELECT id, seq FROM turns WHERE conversation = ? AND (turn_id = ? OR "
+        "(cell_id IS NOT NULL AND cell_id = ?)) ORDER BY seq LIMIT 1",
+        (cid, snap["id"], cell_id),
+    ).fetchone()
+    if old is not None:
+        seq = old[1]
+        conn.execute("DELETE FROM turns WHERE id = ?", (old[0],))
+    if seq is None:
+        seq = conn.execute(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM turns WHERE conversation = ?", (cid,)
+        ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO turns (conversation, seq, turn_id, status, finish_reason, cancelled, "
+        "partial, error, model, backend, notebook, cell_id, execution_count, prompt, reply, "
+        "thinking, input_tokens, output_tokens, ttft, total, started_at, finished_at, "
+        "session, pid, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?)",
+        (
+            cid,
+            seq,
+            snap["id"],
+            status,
+            snap.get("finish_reason"),
+            int(status == "cancelled"),
+            int(status != "complete" and any(len(m) > 1 for m in output)),
+            redact(snap["error"]) if snap.get("error") else None,
+            model,
+            snap.get("backend"),
+            item["notebook"],
+            cell_id,
+            _int(cell.get("execution_count")),
+            prompt,
+            redact(reply),
+            redact(thinking),
+            _num(tokens.get("input_tokens")),
+            _num(tokens.get("output_tokens")),
+            _num(timings.get("ttft")),
+            _num(timings.get("total")),
+            _num(timings.get("started_at")),
+            now,
+            SESSION,
+            os.getpid(),
+            data,
+        ),
+    )
+    conn.execute(
+        "UPDATE conversations SET turns = (SELECT COUNT(*) FROM turns WHERE conversation = ?) "
+        "WHERE id = ?",
+        (cid, cid),
+    )
+
+
+def _text(messages: list[dict[str, Any]]) -> str:
+    from ..conversation import _text_of
+
+    return "\n".join(_text_of(m) for m in messages)
+
+
+def _reply_texts(output: list[dict[str, Any]]) -> tuple[str, str]:
+    """The turn's answer text (every assistant message, tool plans included) and thinking."""
+    reply: list[str] = []
+    thinking: list[str] = []
+    for m in output:
+        if m.get("role") != "assistant":
+            continue
+        if m.get("tool_plan"):
+            reply.append(str(m["tool_plan"]))
+        content = m.get("content")
+        if isinstance(content, str):
+            reply.append(content)
+            continue
+        for block in content or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "thinking":
+                thinking.append(str(block.get("thinking") or ""))
+            elif block.get("type") in (None, "text"):
+                reply.append(str(block.get("text") or ""))
+    return "\n".join(p for p in reply if p), "\n".join(p for p in thinking if p)
+
+
+def _finished_at(snap: dict[str, Any]) -> float:
+    timings = snap.get("timings") or {}
+    start, total = _num(timings.get("started_at")), _num(timings.get("total"))
+    return start + total if start is not None and total is not None else time.time()
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
