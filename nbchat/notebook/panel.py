@@ -11,22 +11,22 @@ import threading
 from typing import Any
 
 import ipywidgets as w
-import traitlets
 
+from .controls import (
+    LABEL_WIDTH,
+    RANGES,
+    SAFETY_MODES,
+    backend_label,
+    int_box,
+    int_value,
+    safety_dropdown,
+    sliders,
+)
 from .render import shown_params
 from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
 
-# name: (min, max, step, default) -- Cohere v2 ranges and defaults
-RANGES: dict[str, tuple[float, float, float, float]] = {
-    "temperature": (0.0, 1.0, 0.01, 0.3),
-    "p": (0.01, 0.99, 0.01, 0.75),
-    "k": (0, 500, 1, 0),
-    "frequency_penalty": (0.0, 1.0, 0.01, 0.0),
-    "presence_penalty": (0.0, 1.0, 0.01, 0.0),
-}
-SAFETY_MODES = ("CONTEXTUAL", "STRICT", "OFF")
 BACKEND_CHOICES = ("auto", "local", "cohere", "v2", "openai")
 KNOWN_MODELS = {
     "local": ["smollm2-135m"],
@@ -39,52 +39,10 @@ KNOWN_MODELS = {
 }
 SAFETY_NOTE = "safety_mode cannot be combined with documents or tools (Cohere v2 rule): not sent."
 GIVEN = "given"  # dropdown value for the Backend instance the panel was created with
-LABEL_WIDTH = "135px"  # wide enough for "frequency_penalty" (the API's own names are kept)
-
-
-class _OptionalIntText(w.Text):
-    """A text box for an optional integer: empty shows a placeholder ("default", "random")
-    instead of a misleading 0; ints assigned from Python are accepted (CUnicode casts)."""
-
-    value = traitlets.CUnicode("", help="integer or empty").tag(sync=True)
-
-
-def _backend_label(backend: Any) -> str:
-    """What a Backend instance really talks to: a Client on another host is a v2 endpoint,
-    not Cohere (its class name says "cohere" either way)."""
-    from urllib.parse import urlsplit
-
-    name = str(getattr(backend, "name", None) or type(backend).__name__)
-    base = getattr(backend, "base_url", None)
-    if not isinstance(base, str) or not base:
-        return name
-    host = urlsplit(base).netloc or base
-    if name == "cohere" and host not in ("api.cohere.com", "api.cohere.ai"):
-        name = "v2"
-    return f"{name} · {host}"
 
 
 def _kind(label: str) -> str:
     return label.split(" · ", 1)[0]
-
-
-def _slider(name: str) -> w.Widget:
-    lo, hi, step, default = RANGES[name]
-    cls = w.IntSlider if name == "k" else w.FloatSlider
-    kw: dict[str, Any] = {} if name == "k" else {"readout_format": ".2f"}
-    s = cls(
-        value=default,
-        min=lo,
-        max=hi,
-        step=step,
-        description=name,
-        continuous_update=False,
-        style={"description_width": LABEL_WIDTH},
-        layout=w.Layout(width="360px", max_width="100%"),
-        **kw,
-    )
-    s.add_class(f"nbchat-panel-{name.replace('_', '-')}")
-    return s
 
 
 class Panel(w.VBox):
@@ -118,25 +76,13 @@ class Panel(w.VBox):
         self.views: list[TurnView] = []
         self.dataframe: Any = None
 
-        self.sliders = {name: _slider(name) for name in RANGES}
-        self.max_tokens = _OptionalIntText(
-            value="",
-            placeholder="model default",
-            description="max_tokens",
-            tooltip="empty = the model's default",
-            style={"description_width": LABEL_WIDTH},
-            layout=w.Layout(width="250px", max_width="100%"),
+        self.sliders = sliders()
+        self.max_tokens = int_box(
+            "max_tokens", "model default", "empty = the model's default", LABEL_WIDTH, "250px"
         )
-        self.max_tokens.add_class("nbchat-panel-max-tokens")
-        self.seed = _OptionalIntText(
-            value="",
-            placeholder="random",
-            description="seed",
-            tooltip="same seed + same parameters -> same reply (best effort)",
-            style={"description_width": "60px"},
-            layout=w.Layout(width="180px", max_width="100%"),
+        self.seed = int_box(
+            "seed", "random", "same seed + same parameters -> same reply", "60px", "180px"
         )
-        self.seed.add_class("nbchat-panel-seed")
         self._given = self._backend_obj
         if self._given is None and self.conversation.backend is not None:
             if not isinstance(self.conversation.backend, str):
@@ -144,7 +90,7 @@ class Panel(w.VBox):
         options: list[tuple[str, str]] = [(b, b) for b in BACKEND_CHOICES]
         if self._given is not None:
             # show the instance as it is (e.g. "v2 · 127.0.0.1:8000"), not a guessed name
-            self._given_label = _backend_label(self._given)
+            self._given_label = backend_label(self._given)
             options.insert(0, (self._given_label, GIVEN))
             bname = GIVEN
         else:
@@ -170,14 +116,7 @@ class Panel(w.VBox):
         )
         self.model.add_class("nbchat-panel-model")
         self.backend.observe(self._on_backend, names="value")
-        self.safety_mode = w.Dropdown(
-            options=list(SAFETY_MODES),
-            value="CONTEXTUAL",
-            description="safety_mode",
-            style={"description_width": LABEL_WIDTH},
-            layout=w.Layout(width="360px", max_width="100%"),
-        )
-        self.safety_mode.add_class("nbchat-panel-safety")
+        self.safety_mode = safety_dropdown()
         self.safety_note = w.HTML("")
         self.prompt = w.Textarea(
             placeholder="Message (click Send to submit)",
@@ -305,15 +244,16 @@ class Panel(w.VBox):
         """The v2 parameters Send will use (on top of the conversation's defaults)."""
         params: dict[str, Any] = dict(self.conversation.params)
         for name, slider in self.sliders.items():
-            params[name] = int(slider.value) if name == "k" else round(float(slider.value), 4)
+            value = slider.value
+            params[name] = value if isinstance(value, int) else round(float(value), 4)
         if self.model.value:
             params["model"] = self.model.value
         max_tokens = self.max_tokens.value.strip()
         if max_tokens and max_tokens != "0":  # empty (or 0) = the model's default
-            params["max_tokens"] = _int_field("max_tokens", max_tokens, 1)
+            params["max_tokens"] = int_value("max_tokens", max_tokens)
         seed = self.seed.value.strip()
         if seed:
-            params["seed"] = _int_field("seed", seed, 0)  # the error names the bad input
+            params["seed"] = int_value("seed", seed)  # the error names the bad input
         if self._documents:
             params["documents"] = list(self._documents)
         if self._tools:
@@ -446,18 +386,6 @@ class _PanelListener:
     def on_done(self, turn: Any) -> None:
         self.inner.on_done(turn)
         self.panel._turn_done(turn)
-
-
-def _int_field(name: str, text: str, minimum: int) -> int:
-    from ..errors import ValidationError
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ValidationError(name, text, f"an integer >= {minimum}, or empty")
-    return value
 
 
 def _error_html(text: str) -> str:
