@@ -12,8 +12,10 @@ Fault knobs on `Reply`: ``chunk_size`` (HTTP chunks of that many bytes), ``delay
 chunks: a slow trickle), ``headers_delay`` (stall before the status line), ``stall_after``
 (send that many body bytes, then hang), ``drop_after`` (send that many body bytes, then close
 the socket mid-chunk-stream), ``raw`` (send these bytes instead of an HTTP response: garbage),
-``close_before_headers``. Helpers build bodies: `sse`, `fixture_body`, `events_body`,
-`cut_events` (first N events, no terminator), `json_reply`, `error_reply`, `long_reply`.
+``close_before_headers``. ``V2Server.connections`` counts accepted connections;
+``V2Server(idle_timeout=s)`` closes a connection idle for ``s`` seconds. Helpers build bodies:
+`sse`, `fixture_body`, `events_body`, `cut_events` (first N events, no terminator),
+`json_reply`, `error_reply`, `long_reply`.
 
 Run as a script to serve one long reply forever (used by bench/stream_throughput.py in its own
 process, so the server does not share the GIL with the consumer being measured):
@@ -203,6 +205,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
+    def setup(self) -> None:
+        idle = self.server.owner.idle_timeout
+        if idle:  # close a connection idle for that long (as real servers and proxies do)
+            self.timeout = idle
+        super().setup()
+
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -300,6 +308,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     owner: V2Server
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self.owner._lock:
+            self.owner.connections += 1
+        return True
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], OSError):
             return  # a client that hung up (cancel, drop tests) is expected here
@@ -309,8 +322,10 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 class V2Server:
     """Start on 127.0.0.1:0 in a background thread; `url` is the base URL to give a client."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, idle_timeout: float | None = None) -> None:
         self.requests: list[Recorded] = []
+        self.connections = 0  # TCP connections accepted
+        self.idle_timeout = idle_timeout
         self.default = default or error_reply(404, "no reply scripted", id="none")
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()

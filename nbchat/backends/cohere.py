@@ -5,36 +5,31 @@ timeout=..., max_retries=2)`` with ``chat()`` (plain v2 response dict) and ``cha
 (an iterable of plain wire-shape event dicts with ``.response`` once it is over). It is also a
 `Backend` (``name = "cohere"``, ``stream(request, cancel)``, ``models()``).
 
-A cancel from another thread shuts the request's socket down at once (`transport.Guard`;
-the socket plumbing shared with the OpenAI backend lives in ``transport``).
-
-Retries (429, 5xx, connect errors) happen only before the first byte of a body: once a
-stream has started nothing is resent. httpx is imported lazily (this module is imported lazily).
+The HTTP layer (pooled keep-alive connection, retries before the first byte, cancel from any
+thread, redaction) is shared with the OpenAI backend: `http.HTTPBackend`. A finished stream
+leaves its connection in the pool for the next turn; a cancelled one drops it. httpx is
+imported lazily (this module is imported lazily).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import APIError, Cancelled, StreamError, register_secret
+from ..errors import APIError, Cancelled, StreamError
 from ..errors import ConnectionError as NetError
 from ..protocol.accumulator import Accumulator
 from ..protocol.sse import SSEDecoder
 from .base import Cancel
-from .transport import (
+from .http import (
     DEFAULT_TIMEOUT,
-    Guard,
-    Secret,
-    describe,
-    install_guarded_backend,
-    make_timeout,
-    open_with_retries,
+    HTTPBackend,
+    body_chunks,
+    drain,
     read_body,
+    stream_failure,
 )
 
 __all__ = ["Client", "ChatStream", "DEFAULT_BASE_URL", "DEFAULT_TIMEOUT"]
@@ -67,13 +62,10 @@ def _api_error(status: int, raw: bytes, headers: Any) -> APIError:
 
 
 # -- the client ---------------------------------------------------------------------------------
-class Client:
+class Client(HTTPBackend):
     """A v2 chat client; mirrors ``cohere.ClientV2`` and implements the `Backend` protocol."""
 
     name = "cohere"
-    backoff = 0.5  # first retry delay (s); doubles each attempt, +-25 % jitter
-    max_backoff = 8.0
-    max_retry_wait = 60.0  # cap on a server's Retry-After
 
     def __init__(
         self,
@@ -85,14 +77,9 @@ class Client:
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("CO_API_KEY") or os.environ.get("COHERE_API_KEY")
-        register_secret(api_key)
-        self._key = Secret(api_key)
         self.base_url = (base_url or os.environ.get("CO_API_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.client_name = client_name
-        self.timeout = make_timeout(timeout)
-        self.max_retries = max(0, int(max_retries))
-        self._http: Any = None
-        self._http_lock = threading.Lock()
+        self._setup_http(api_key, timeout, max_retries)
 
     def __repr__(self) -> str:
         key = "set" if self._key.get() else "none"
@@ -100,45 +87,14 @@ class Client:
             f"Client(base_url={self.base_url!r}, api_key={key}, client_name={self.client_name!r})"
         )
 
-    @property
-    def has_key(self) -> bool:
-        return self._key.get() is not None
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    def _client(self) -> Any:
-        if self._http is None:
-            with self._http_lock:
-                if self._http is None:
-                    import httpx
-
-                    http = httpx.Client(timeout=self.timeout, follow_redirects=False)
-                    install_guarded_backend(http)
-                    self._http = http
-        return self._http
-
-    def close(self) -> None:
-        with self._http_lock:
-            http, self._http = self._http, None
-        if http is not None:
-            http.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def _headers(self, stream: bool) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
         }
-        key = self._key.get()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         if self.client_name:
             headers["X-Client-Name"] = self.client_name
-        return headers
+        return self._auth(headers)
 
     # -- public API -----------------------------------------------------------------------------
     def chat(self, *, model: str, messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
@@ -148,6 +104,8 @@ class Client:
         params.pop("stream", None)
         body = validate_request({"model": model, "messages": messages, **params})
         body["stream"] = False
+        from .netio import Guard
+
         guard = Guard()
         resp = None
         try:
@@ -206,28 +164,26 @@ class Client:
 
     # -- transport ------------------------------------------------------------------------------
     def _open(
-        self, path: str, body: dict[str, Any], stream: bool, guard: Guard, cancel: Cancel
+        self, path: str, body: dict[str, Any], stream: bool, guard: Any, cancel: Cancel
     ) -> Any:
         """Send with retries; return a 2xx streaming httpx.Response (headers read, body not)."""
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return open_with_retries(
-            self,
-            self.base_url + path,
-            self._headers(stream),
-            lambda: payload,
-            guard,
-            cancel,
-            _api_error,
+        return self._send(
+            self.base_url + path, self._headers(stream), lambda: payload, guard, cancel, _api_error
         )
 
     def _events(
         self, body: dict[str, Any], cancel: Cancel, acc: Accumulator
     ) -> Iterator[dict[str, Any]]:
         """The streaming loop (hot path): raw bytes -> SSEDecoder -> Accumulator -> caller."""
-        _TIMEOUTS, _DROPS = _stream_errors()
+        import httpx
+
+        from .netio import Guard
+
         guard = Guard()
         unregister = cancel.on_cancel(guard.shutdown)
         resp = None
+        chunks: Iterator[bytes] = iter(())
         try:
             resp = self._open("/v2/chat", body, True, guard, cancel)
             ctype = resp.headers.get("content-type", "")
@@ -240,7 +196,7 @@ class Client:
             # a generator: large chunks do not build thousands of dicts at once
             decode = decoder.iter_feed
             feed = acc.feed
-            chunks = _body_chunks(resp, self.timeout.read)
+            chunks = body_chunks(resp)
             try:
                 for chunk in chunks:
                     for event in decode(chunk):
@@ -262,156 +218,20 @@ class Client:
                         yield event
                         if acc.ended:
                             return
-            except _TIMEOUTS as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                raise NetError(
-                    f"stream stalled: no data within the read timeout after {acc.events} events ({describe(exc)})"
-                ) from None
-            except _DROPS as exc:
-                if guard.cancelled:
-                    raise Cancelled(cancel.reason or "cancelled") from None
-                raise NetError(
-                    f"connection dropped mid-stream after {acc.events} events: {describe(exc)}"
-                ) from None
+            except (httpx.TransportError, OSError) as exc:
+                raise stream_failure(exc, guard, cancel, acc.events) from None
             if guard.cancelled:
                 raise Cancelled(cancel.reason or "cancelled")
             if not acc.ended:
                 raise NetError("stream ended before message-end")
         finally:
+            # A finished reply: read its tail so the connection is reused by the next turn.
+            if resp is not None and acc.ended and not guard.cancelled:
+                drain(chunks, resp)
             guard.finish()
             unregister()
             if resp is not None:
                 resp.close()
-
-
-def _stream_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    import httpcore
-    import httpx
-
-    timeouts = (httpx.TimeoutException, httpcore.TimeoutException, socket.timeout)
-    drops = (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError, OSError, _Dropped)
-    return timeouts, drops
-
-
-class _Dropped(Exception):
-    """The body ended (EOF) before its framing said it would."""
-
-
-def _h11_connection(resp: Any) -> Any:
-    """The h11 state behind an httpx response (httpx/httpcore internals; None if not found)."""
-    obj = resp.stream
-    for _ in range(8):
-        h11 = getattr(obj, "_h11_state", None)
-        if h11 is not None:
-            return h11
-        nxt = None
-        for attr in ("_stream", "_httpcore_stream", "_connection"):
-            nxt = getattr(obj, attr, None)
-            if nxt is not None:
-                break
-        if nxt is None:
-            return None
-        obj = nxt
-    return None
-
-
-def _body_chunks(resp: Any, read_timeout: float | None) -> Iterator[bytes]:
-    """Body bytes of a streaming response, de-chunked in bulk straight from the socket.
-
-    Why: h11 parses an SSE stream one HTTP chunk (= one event) at a time through several
-    generator layers, which costs more than decoding the events. Here each socket read (up
-    to 64 KB, many events) becomes one bytes object. Falls back to ``iter_raw`` (or
-    ``iter_bytes`` for a compressed body) whenever the internals are not as expected.
-    Closing the response afterwards drops the connection (h11 never saw the body end).
-    """
-    headers = resp.headers
-    if headers.get("content-encoding") not in (None, "", "identity"):
-        return resp.iter_bytes()
-    network = resp.extensions.get("network_stream")
-    h11 = _h11_connection(resp) if network is not None else None
-    try:
-        leftover = h11.trailing_data[0] if h11 is not None else None
-    except Exception:
-        leftover = None
-    if leftover is None or getattr(resp.stream, "_stream", None) is None:
-        return resp.iter_raw()
-    te = headers.get("transfer-encoding", "").lower()
-    length = headers.get("content-length")
-    if "chunked" in te:
-        return _dechunk(network, leftover, read_timeout)
-    if te:
-        return resp.iter_raw()
-    return _plain(network, leftover, read_timeout, int(length) if length else None)
-
-
-def _plain(network: Any, buf: bytes, timeout: float | None, length: int | None) -> Iterator[bytes]:
-    read = network.read
-    left = length
-    while True:
-        if buf:
-            if left is not None:
-                buf = buf[:left]
-                left -= len(buf)
-            yield buf
-        if left == 0:
-            return
-        buf = read(65536, timeout)
-        if not buf:
-            if left is not None:
-                raise _Dropped(f"connection closed with {left} body bytes missing")
-            return
-
-
-def _dechunk(network: Any, buf: bytes, timeout: float | None) -> Iterator[bytes]:
-    """Transfer-Encoding: chunked -> payload, one bytes object per socket read."""
-    read = network.read
-    left = 0  # payload bytes still due in the current chunk
-    skip = 0  # CRLF bytes still due after a chunk's payload
-    while True:
-        out: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        while pos < end:
-            if left:
-                take = left if left <= end - pos else end - pos
-                out.append(buf[pos : pos + take])
-                pos += take
-                left -= take
-                if left:
-                    break
-                skip = 2
-            if skip:
-                take = skip if skip <= end - pos else end - pos
-                pos += take
-                skip -= take
-                if skip:
-                    break
-            eol = buf.find(b"\n", pos)
-            if eol < 0:
-                if end - pos > 1024:
-                    raise StreamError(
-                        "invalid chunked encoding (size line too long)", line=buf[pos : pos + 80]
-                    )
-                break
-            line = buf[pos:eol]
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise StreamError("invalid chunked encoding", line=line) from None
-            pos = eol + 1
-            if size == 0:  # last chunk (trailers ignored)
-                if out:
-                    yield b"".join(out)
-                return
-            left = size
-        if out:
-            yield out[0] if len(out) == 1 else b"".join(out)
-        buf = buf[pos:] if pos < end else b""
-        data = read(65536, timeout)
-        if not data:
-            raise _Dropped("connection closed mid-chunk")
-        buf = buf + data if buf else data
 
 
 class ChatStream:

@@ -1,0 +1,289 @@
+"""The hosted path's connection handling, counted on a real server (tests/v2server.py).
+
+Turns on one client share one kept-alive connection; a Stop may drop it and the next turn
+reconnects; a server that closed the idle connection between turns (or closes it just as the
+next request arrives) causes no error; non-stream calls and model listing reuse it too. The
+same holds for `OpenAIBackend`. And nbchat touches no private attribute of httpx/httpcore/h11.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx  # noqa: F401  (imported up front, like the other transport tests)
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from v2server import (  # noqa: E402
+    Reply,
+    V2Server,
+    byte_offset_after,
+    events_body,
+    json_reply,
+    long_body,
+    sse,
+    text_events,
+)
+
+from nbchat.backends.base import Cancel  # noqa: E402
+from nbchat.backends.cohere import Client  # noqa: E402
+from nbchat.backends.openai import OpenAIBackend  # noqa: E402
+from nbchat.errors import Cancelled  # noqa: E402
+from nbchat.errors import ConnectionError as NetError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MSGS = [{"role": "user", "content": "hi"}]
+KEY = "canary-keepalive-51c0de"
+
+
+def ok(*pieces: str) -> Reply:
+    return sse(events_body(text_events(list(pieces) or ["fine"])))
+
+
+def turn(client: Client, cancel: Cancel | None = None) -> str:
+    events = list(client.stream({"model": "m", "messages": MSGS}, cancel or Cancel()))
+    assert events[0]["type"] == "message-start" and events[-1]["type"] == "message-end"
+    return "".join(
+        e["delta"]["message"]["content"]["text"] for e in events if e["type"] == "content-delta"
+    )
+
+
+def test_three_turns_one_connection():
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY)
+        srv.push(ok("one"), ok("two"), ok("three"))
+        assert [turn(client) for _ in range(3)] == ["one", "two", "three"]
+        assert len(srv.requests) == 3
+        assert srv.connections == 1
+
+
+def test_chat_stream_chat_and_models_share_the_connection():
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY)
+        response = {
+            "id": "r1",
+            "finish_reason": "COMPLETE",
+            "message": {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+        }
+        srv.push(ok("a"), json_reply(response), json_reply({"models": [{"name": "m1"}]}))
+        assert [e["type"] for e in client.chat_stream(model="m", messages=MSGS)][-1] == (
+            "message-end"
+        )
+        assert client.chat(model="m", messages=MSGS)["id"] == "r1"
+        assert client.models() == ["m1"]
+        srv.push(ok("b"))
+        # a consumer that stops reading at message-end still leaves the connection reusable
+        for event in client.chat_stream(model="m", messages=MSGS):
+            if event["type"] == "message-end":
+                break
+        srv.push(ok("c"))
+        assert turn(client) == "c"
+        assert srv.connections == 1
+
+
+def test_stop_drops_the_connection_and_the_next_turn_reconnects():
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY)
+        body = long_body(50)
+        srv.push(ok("warm"), sse(body, stall_after=byte_offset_after(body, 4), stall=20))
+        srv.push(ok("after"), ok("again"))
+        assert turn(client) == "warm"
+        cancel = Cancel()
+        got = []
+        with pytest.raises(Cancelled):
+            for event in client.stream({"model": "m", "messages": MSGS}, cancel):
+                got.append(event)
+                if len(got) == 4:
+                    threading.Timer(0.05, cancel.cancel).start()
+        assert turn(client) == "after"
+        assert turn(client) == "again"
+        assert srv.connections == 2  # the stopped turn's connection was dropped, once
+
+
+def test_server_closing_idle_connections_between_turns_is_no_error():
+    with V2Server(idle_timeout=0.2) as srv:
+        client = Client(base_url=srv.url, api_key=KEY, max_retries=0)
+        srv.push(ok("one"), ok("two"), ok("three"))
+        assert turn(client) == "one"
+        time.sleep(0.5)  # the server closes the idle connection
+        assert turn(client) == "two"
+        time.sleep(0.5)
+        assert turn(client) == "three"
+        assert srv.connections == 3 and len(srv.requests) == 3
+
+
+def test_connection_closed_as_the_request_arrives_is_resent_once():
+    # The race the idle check cannot see: the server takes the request on the pooled
+    # connection and closes it without an answer. Nothing came back, so it is resent at once
+    # on a new connection, without counting as a retry (max_retries=0).
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY, max_retries=0)
+        srv.push(ok("one"), Reply(close_before_headers=True), ok("two"))
+        assert turn(client) == "one"
+        assert turn(client) == "two"
+        assert len(srv.requests) == 3 and srv.connections == 2
+        # on a fresh connection the same failure is an error, as before
+        srv.push(Reply(close_before_headers=True))
+        with pytest.raises(NetError, match="no valid response"):
+            Client(base_url=srv.url, api_key=KEY, max_retries=0).chat(model="m", messages=MSGS)
+
+
+def test_preconnect_opens_the_connection_the_first_turn_uses():
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY)
+        client.preconnect()
+        deadline = time.monotonic() + 5
+        while srv.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert srv.connections == 1 and srv.requests == []  # connected, nothing sent
+        srv.push(ok("one"), ok("two"))
+        assert turn(client) == "one" and turn(client) == "two"
+        assert srv.connections == 1
+        # an unreachable host: no error anywhere, the turn reports the failure as usual
+        dead = Client(base_url="http://127.0.0.1:1", api_key=KEY, max_retries=0)
+        dead.preconnect()
+        with pytest.raises(NetError):
+            turn(dead)
+
+
+def openai_ok(text: str) -> Reply:
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    return sse(body + b"data: [DONE]\n\n")
+
+
+def test_openai_backend_keeps_the_connection_and_survives_idle_close():
+    with V2Server(idle_timeout=0.3) as srv:
+        backend = OpenAIBackend(base_url=srv.url, model="m", max_retries=0)
+        srv.push(openai_ok("a"), openai_ok("b"), openai_ok("c"))
+        request = {"model": "m", "messages": MSGS}
+        texts = []
+        for i in range(3):
+            if i == 2:
+                time.sleep(0.6)  # the server closes the idle connection
+            events = list(backend.stream(request, Cancel()))
+            assert events[-1]["type"] == "message-end"
+            texts.append(events[2]["delta"]["message"]["content"]["text"])
+        assert texts == ["a", "b", "c"]
+        assert srv.connections == 2  # turns 1-2 on one connection, turn 3 on a new one
+
+
+def test_openai_backend_client_is_created_once_under_concurrency():
+    backend = OpenAIBackend(base_url="http://127.0.0.1:9", model="m")
+    seen: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def grab() -> None:
+        barrier.wait()
+        seen.append(backend._client())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8 and len({id(c) for c in seen}) == 1
+    backend.close()
+
+
+PRIVATE = re.compile(
+    r"\._pool\b|_h11|_network_backend|httpcore\._|httpx\._|h11\._|_httpcore_stream"
+)
+
+
+def test_no_private_attribute_of_httpx_httpcore_or_h11():
+    hits = []
+    for path in sorted((ROOT / "nbchat").rglob("*.py")):
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if PRIVATE.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert hits == []
+    # the pattern does catch what it must
+    for bad in ("pool = http._transport._pool", "from httpcore._backends.sync import SyncStream"):
+        assert PRIVATE.search(bad)
+
+
+# -- the rechunker (pure): what h11 sees is the same response, in fewer chunks ----------------
+def _h11_body(wire: bytes, pieces: list[int]) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    """Feed `wire` split at `pieces` through a Rechunker into h11; (body, data events, trailers)."""
+    import h11
+
+    from nbchat.backends.rechunk import Rechunker
+
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="POST", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    rc = Rechunker()
+    rc.request(b"POST / HTTP/1.1\r\n")
+    body, n_data, trailers = b"", 0, []
+    cuts = [0, *sorted(set(pieces)), len(wire)]
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        out = rc.feed(wire[a:b])
+        if out:
+            conn.receive_data(out)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.Data):
+                body += bytes(event.data)
+                n_data += 1
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = [(bytes(k), bytes(v)) for k, v in event.headers]
+                assert conn.their_state is h11.DONE
+                return body, n_data, trailers
+    raise AssertionError("h11 never saw the end of the body")
+
+
+def _chunked(payloads: list[bytes], trailer: bytes = b"") -> bytes:
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    body = b"".join(b"%x;ext=1\r\n%b\r\n" % (len(p), p) for p in payloads)
+    return head + body + b"0\r\n" + trailer + b"\r\n"
+
+
+def test_rechunker_keeps_the_response_h11_sees():
+    import random
+
+    rnd = random.Random(7)
+    payloads = [f"évent {i} ".encode() * rnd.randint(1, 5) for i in range(60)]
+    expected = b"".join(payloads)
+    for trailer in (b"", b"X-Done: yes\r\n"):
+        wire = _chunked(payloads, trailer)
+        whole, n, got_trailers = _h11_body(wire, [])
+        assert whole == expected and n == 1  # one read: one chunk instead of 60
+        assert got_trailers == ([(b"x-done", b"yes")] if trailer else [])
+        for _ in range(200):  # reads cut anywhere (inside size lines, CRLFs, payloads)
+            cuts = [rnd.randrange(1, len(wire)) for _ in range(rnd.randint(1, 30))]
+            body, n, _ = _h11_body(wire, cuts)
+            assert body == expected and n <= len(cuts) + 1
+        # byte by byte
+        assert _h11_body(wire, list(range(1, len(wire))))[0] == expected
+
+
+def test_rechunker_passes_other_bodies_untouched():
+    from nbchat.backends.rechunk import Rechunker
+
+    for wire in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot chunked",
+    ):
+        rc = Rechunker()
+        rc.request(b"GET / HTTP/1.1\r\n")
+        assert rc.feed(wire) == wire  # h11 judges these bytes itself
+    rc = Rechunker()
+    rc.request(b"HEAD / HTTP/1.1\r\n")
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert rc.feed(wire) == wire
