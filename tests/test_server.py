@@ -33,7 +33,8 @@ class EchoBackend:
     """Echoes the last user message word by word, deterministically.
 
     Prompt keywords: FAIL_BEFORE (raise before any event), FAIL_AFTER (raise after the first
-    word), CRASH (a plain RuntimeError), LONG (10,000 words). `delay` sleeps per word, checking
+    word), END_ERROR (message-start, then an ERROR message-end), CRASH (a plain RuntimeError),
+    LONG (10,000 words). `produced` counts the words yielded so far. `delay` sleeps per word, checking
     the Cancel like a real engine would; `cancelled` is set when a cancel was observed.
     """
 
@@ -47,6 +48,7 @@ class EchoBackend:
         self.cancelled = threading.Event()
         self.finished = threading.Event()
         self.running = 0
+        self.produced = 0
 
     def models(self) -> list[str]:
         return ["echo-1", "echo-2"]
@@ -71,11 +73,12 @@ class EchoBackend:
             cancel.wait(self.first_delay)
         sb = StreamBuilder(id=FIXED_ID)
         yield sb.start()
+        if "END_ERROR" in prompt:
+            yield from sb.end("ERROR", None, error="no memory left", error_type="ENGINE_ERROR")
+            return
         words = prompt.split()
         if prompt.startswith("LONG"):
             words = [f"w{i}" for i in range(10_000)]
-        if self.word_size:
-            words = [w * (self.word_size // max(1, len(w))) for w in words]
         n_in = sum(len(message_text(m).split()) for m in request["messages"])
         tools = request.get("tools")
         if tools and request.get("tool_choice") != "NONE":
@@ -108,10 +111,13 @@ class EchoBackend:
             if max_tokens is not None and i >= max_tokens:
                 finish = "MAX_TOKENS"
                 break
+            if self.word_size:
+                word = word * (self.word_size // max(1, len(word)))
             piece = word if i == 0 else " " + word
             lp = None
             if request.get("logprobs"):
                 lp = {"token_ids": [i], "text": piece, "logprobs": [-0.5]}
+            self.produced += 1
             yield from sb.text(piece, lp)
             out.append(piece)
             if i == 0 and "FAIL_AFTER" in prompt:
@@ -484,7 +490,7 @@ def test_non_stream_disconnect_cancels_too() -> None:
 def test_slow_client_is_cut_off() -> None:
     # a client that never reads: its generation is cancelled instead of buffering forever
     echo = EchoBackend(word_size=4000)
-    app = create_app(echo, max_backlog=50)
+    app = create_app(echo, channel_size=8, write_timeout=1.0)
     with run_server(app) as url:
         sock = _open_stream(url, chat_body("LONG", stream=True), rcvbuf=4096)
         try:
