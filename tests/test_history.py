@@ -417,9 +417,9 @@ def test_sigkill_while_a_reply_streams_keeps_every_finished_turn(db: Path) -> No
     assert history.load(c["id"], db).messages[-1]["role"] == "assistant"
 
 
-def test_record_never_waits_for_sqlite(db: Path) -> None:
-    """Another process holds the write lock: record() returns at once; the writer thread commits
-    the turn once the lock is released."""
+def test_a_locked_store_never_stalls_a_turn(db: Path) -> None:
+    """Another process holds the write lock: record() gives up after FAST_BUSY_MS and queues
+    the turn; the writer thread commits it once the lock is released."""
     store = history.get_store(db)
     store.open()
     conv = Conversation([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])

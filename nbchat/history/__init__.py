@@ -41,13 +41,17 @@ __all__ = [
     "Store",
     "conversation_id",
     "conversations",
+    "configure",
     "conversations_dataframe",
+    "current_store",
     "default_path",
     "fts_query",
     "get_store",
     "last_conversation",
     "load",
+    "notebook_path",
     "record",
+    "record_finished",
     "resolve_path",
     "search",
     "search_dataframe",
@@ -82,3 +86,43 @@ def record(
     if store is None:
         return False
     return store.record(conversation, turn, notebook=notebook)
+
+
+# -- recording every finished turn (the runner calls `record_finished`) -------------------------
+_settings: dict[str, Any] = {"setting": None, "notebook": None}
+
+
+def configure(setting: Any = ..., *, notebook: Any = ...) -> None:
+    """Where finished turns go in this process: `setting` as for `resolve_path` (None: the
+    environment / default; False: off; a path) and the `notebook` they came from (None:
+    ``JPY_SESSION_NAME``, which Jupyter sets for a notebook's kernel). ``%config
+    NbChat.history`` calls this."""
+    if setting is not ...:
+        resolve_path(setting)  # a bad value fails here, not in the worker
+        _settings["setting"] = setting
+    if notebook is not ...:
+        _settings["notebook"] = notebook or None
+
+
+def notebook_path() -> str | None:
+    """The notebook this kernel runs (as configured, else ``JPY_SESSION_NAME``), or None."""
+    import os
+
+    return _settings["notebook"] or os.environ.get("JPY_SESSION_NAME") or None
+
+
+def current_store() -> Store | None:
+    """The store finished turns go to now (None: history off)."""
+    return get_store(_settings["setting"])
+
+
+def record_finished(conversation: Any, turn: Any) -> None:
+    """The turn-completion hook: queue `turn` for the configured store. Never raises."""
+    import logging
+
+    try:
+        store = current_store()
+        if store is not None:
+            store.record(conversation, turn, notebook=notebook_path())
+    except Exception:  # the history must never break a turn
+        logging.getLogger("nbchat").exception("nbchat history: recording a turn failed")

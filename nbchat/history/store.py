@@ -1,14 +1,18 @@
 """Writing the history store: every finished turn, off the streaming path, never breaking one.
 
-`Store.record(conversation, turn)` snapshots the finished turn (a deep copy, in the caller's
-thread: microseconds) and queues it; one daemon writer thread per store redacts it (no key,
-no bearer token: `nbchat.errors.redact` over the JSON text) and commits it in its own short
-``BEGIN IMMEDIATE`` transaction (several processes may write one store: WAL and a busy
-timeout). A store that cannot be opened or written (read-only disk, locked past the busy
-timeout, corrupt file) warns once (`HistoryWarning`, and the ``nbchat`` logger) and then drops
-further writes: a turn never fails because of its history. `flush()` waits for the queue; an
-``atexit`` hook flushes on a normal interpreter exit (kernel shutdown or restart), so a
-SIGKILL loses at most the turns still queued (milliseconds' worth).
+`Store.record(conversation, turn)` runs after the turn is final (the runner calls it from the
+worker thread once the views have their last update, so nothing on the streaming path waits
+for SQLite). It snapshots the turn, redacts it (no key, no bearer token: `nbchat.errors.redact`
+over the JSON text) and commits it in one short ``BEGIN IMMEDIATE`` transaction, right there
+when the store is free: once `record` returns, a SIGKILL cannot lose the turn (WAL with
+``synchronous=NORMAL`` survives a process crash; only a power cut may lose the last commits).
+When another process holds the write lock for more than `FAST_BUSY_MS`, or earlier turns are
+still queued, the turn goes to a daemon writer thread instead, which waits up to the busy
+timeout and commits whatever has queued in one transaction. A store that cannot be opened or
+written (read-only disk, locked past the busy timeout, corrupt file) warns once
+(`HistoryWarning`, and the ``nbchat`` logger) and then drops further writes: a turn never fails
+because of its history. `flush()` waits for the queue; an ``atexit`` hook flushes it on a
+normal exit (kernel shutdown or restart).
 
 Re-running a cell replaces its turn in place in the conversation; the store does the same:
 a turn with the ``cell_id`` of a stored turn of the same conversation takes its row's place
@@ -32,6 +36,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from . import schema
 from .schema import connect
 
 __all__ = ["Store", "HistoryWarning", "SESSION", "conversation_id", "set_conversation_id"]
@@ -41,6 +46,7 @@ log = logging.getLogger("nbchat")
 SESSION = uuid.uuid4().hex[:12]  # this process: "%chat history" lists what it recorded
 TITLE_CHARS = 80
 MAX_BATCH = 200  # turns per transaction when the writer is behind
+FAST_BUSY_MS = 50  # how long record() waits for another process's lock before queueing
 
 
 class HistoryWarning(UserWarning):
@@ -92,15 +98,16 @@ class Store:
 
     # -- writing (any thread) ------------------------------------------------------------------
     def record(self, conversation: Any, turn: Any, *, notebook: str | None = None) -> bool:
-        """Queue a finished turn of `conversation` (running turns are ignored). Returns False
-        when the store is broken (the one warning was already given)."""
+        """Write a finished turn of `conversation` now if the store is free (at most
+        `FAST_BUSY_MS` of waiting), else queue it for the writer thread. Running turns are
+        ignored. Returns False when the store is broken (the one warning was given)."""
         if self._broken:
             return False
         snap = turn.to_dict()
         if snap.get("status") == "running":
             return False
         turns = conversation.turns
-        first = turns[0].prompt if turns else ""
+        first = _text(list(turns[0].input)) if turns else ""
         system = conversation.system
         params = dict(conversation.params)
         item = {
@@ -112,8 +119,40 @@ class Store:
             "notebook": notebook,
             "finished_at": _finished_at(snap),
         }
+        if self._queue.empty() and self._lock.acquire(blocking=False):
+            try:  # nothing queued before it and nobody writing: write it here, now
+                if self._write_now(item):
+                    return True
+            finally:
+                self._lock.release()
+            if self._broken:
+                return False
         self._queue.put(item)
         self._ensure_thread()
+        return True
+
+    def _write_now(self, item: dict[str, Any]) -> bool:
+        """One write in the calling thread with a short busy timeout; False when the store
+        is busy (another process writing: the caller queues the turn) or broken."""
+        if not self._open_locked():
+            return False
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
+            try:
+                _write(conn, [item])
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in (5, 6) or "locked" in str(exc):
+                return False  # SQLITE_BUSY / SQLITE_LOCKED: the writer thread waits longer
+            self._fail(exc)
+            return False
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        self._written += 1
         return True
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -323,9 +362,21 @@ def _insert(conn: sqlite3.Connection, item: dict[str, Any]) -> None:
 
 
 def _text(messages: list[dict[str, Any]]) -> str:
-    from ..conversation import _text_of
-
-    return "\n".join(_text_of(m) for m in messages)
+    """The text of user messages (text blocks; images and documents are not text)."""
+    parts: list[str] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        parts.append(
+            "".join(
+                str(b.get("text") or "")
+                for b in content or []
+                if isinstance(b, dict) and b.get("type") in (None, "text")
+            )
+        )
+    return "\n".join(parts)
 
 
 def _reply_texts(output: list[dict[str, Any]]) -> tuple[str, str]:
