@@ -121,7 +121,9 @@ def overhead(turns: int, tmp: Path, block: int = 20) -> dict[str, Any]:
         "overhead_ms_per_turn_incl_commits": round((bon - boff) * 1000, 3),
         "median_record_call_ms": round(statistics.median(record_costs) * 1000, 4),
         "commit_ms_per_turn_one_at_a_time": round(_commit_cost(store, 100, 1) * 1000, 3),
-        "writer_ms_per_turn_backlogged_group_commit": round(_commit_cost(store, 400, 400) * 1000, 3),
+        "writer_ms_per_turn_backlogged_group_commit": round(
+            _commit_cost(store, 400, 400) * 1000, 3
+        ),
         "turns_written": written,
         "goal_ms": 2.0,
     }
