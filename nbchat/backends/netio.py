@@ -213,13 +213,29 @@ class SocketStream(httpcore.NetworkStream):
 
 
 def is_readable(sock: socket.socket) -> bool:
-    """An idle connection that is readable was closed by the server (or sent junk): drop it."""
+    """An idle connection that is readable was closed by the server (or sent junk): drop it.
+
+    TLS 1.3 servers send session tickets after the handshake: on a TLS socket, readable
+    bytes that carry no application data (the read would block) leave it usable.
+    """
     try:
         if sock.fileno() < 0:
             return True
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
+        if not poller.poll(0):
+            return False
+        if not isinstance(sock, ssl.SSLSocket):
+            return True
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            sock.recv(1)  # b"": closed; data: junk -- either way not reusable
+            return True
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False  # only TLS records (tickets): still good
+        finally:
+            sock.settimeout(timeout)
     except (OSError, ValueError):
         return True
 
