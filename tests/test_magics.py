@@ -166,7 +166,7 @@ def test_dry_run_carries_every_parameter_and_sends_nothing(ip, server):
     )
     line = (
         "-m my-model -t 0 -p 0.5 -k 40 --frequency-penalty 0.2 --presence-penalty 0.3 "
-        "--max-tokens 64 --seed 7 --stop END --stop '###' --safety-mode strict --citations fast "
+        "--max-tokens 64 --seed 7 --stop END --stop '###' --citations fast "
         "--logprobs --priority 3 --tools fns --tool-choice required --strict-tools "
         "--documents docs --system 'Be brief.'"
     )
@@ -179,7 +179,7 @@ def test_dry_run_carries_every_parameter_and_sends_nothing(ip, server):
     expected = {
         "temperature": 0.0, "p": 0.5, "k": 40, "frequency_penalty": 0.2,
         "presence_penalty": 0.3, "max_tokens": 64, "seed": 7, "stop_sequences": ["END", "###"],
-        "safety_mode": "STRICT", "citation_options": {"mode": "FAST"}, "logprobs": True,
+        "citation_options": {"mode": "FAST"}, "logprobs": True,
         "priority": 3, "tool_choice": "REQUIRED", "strict_tools": True, "stream": True,
     }  # fmt: skip
     for key, value in expected.items():
@@ -190,6 +190,8 @@ def test_dry_run_carries_every_parameter_and_sends_nothing(ip, server):
     assert tool["function"]["name"] == "get_weather"
     assert tool["function"]["parameters"]["properties"]["city"]["type"] == "string"
 
+    # safety_mode is not configurable with documents/tools (Cohere): alone it is sent
+    assert dry_request(ip, "--safety-mode strict", "Hello")["safety_mode"] == "STRICT"
     req = dry_request(ip, "--schema schema", "Give JSON")
     assert req["response_format"] == {"type": "json_object", "json_schema": ip.user_ns["schema"]}
     req = dry_request(ip, "--json", "Give JSON")

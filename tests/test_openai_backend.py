@@ -79,15 +79,17 @@ def test_request_system_prompt_has_safety_and_documents() -> None:
             {"role": "user", "content": [{"type": "text", "text": "Where?"}]},
         ],
         documents=[{"id": "d1", "data": {"title": "Habitat", "text": "Antarctica only."}}],
-        safety_mode="STRICT",
-    )
+    )  # safety_mode is not configurable with documents (Cohere): the default CONTEXTUAL applies
     msgs = to_openai_request(r, "m")["messages"]
     assert [m["role"] for m in msgs] == ["system", "user"]
     system = msgs[0]["content"]
     assert system.startswith("Be terse.")
-    assert SAFETY_INSTRUCTIONS["STRICT"] in system  # the engine's exact text
+    assert SAFETY_INSTRUCTIONS["CONTEXTUAL"] in system  # the engine's exact text
     assert "Document d1" in system and "Antarctica only." in system
     assert msgs[1]["content"] == "Where?"
+    strict = to_openai_request(req(safety_mode="STRICT"), "m")["messages"]
+    assert [m["role"] for m in strict] == ["system", "user"]
+    assert SAFETY_INSTRUCTIONS["STRICT"] in strict[0]["content"]
     off = to_openai_request(req(safety_mode="OFF"), "m")["messages"]
     assert off == [{"role": "user", "content": "hi"}]
 
@@ -102,7 +104,6 @@ def test_request_tool_round_trip_messages() -> None:
         },
     }
     r = req(
-        safety_mode="OFF",
         tools=[tool],
         strict_tools=True,
         messages=[
@@ -126,7 +127,8 @@ def test_request_tool_round_trip_messages() -> None:
         ],
     )
     body = to_openai_request(r, "m")
-    a, t = body["messages"][1], body["messages"][2]
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "tool"]
+    a, t = body["messages"][2], body["messages"][3]
     assert a == {
         "role": "assistant",
         "content": None,

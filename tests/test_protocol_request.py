@@ -710,3 +710,26 @@ def test_fuzz_only_validation_errors(body):
         assert err.field and str(err)
     else:
         assert validate_request(out) == out  # normalizing is idempotent
+
+
+# -- safety_mode vs documents/tools (Cohere: not configurable together) --------------------------
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"documents": ["The sky is green."]},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    ],
+)
+@pytest.mark.parametrize("mode", ["CONTEXTUAL", "STRICT", "OFF"])
+def test_safety_mode_with_documents_or_tools_is_refused(extra: dict, mode: str) -> None:
+    from nbchat.protocol.request import SAFETY_MODE_CONFLICT
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    validate_request(body)  # without safety_mode: fine (Cohere's default mode applies)
+    with pytest.raises(ValidationError) as info:
+        validate_request({**body, "safety_mode": mode})
+    assert info.value.field == "safety_mode"
+    assert str(info.value).startswith(SAFETY_MODE_CONFLICT)
+    # empty documents/tools lists are no documents/tools
+    empty = {k: [] for k in extra}
+    assert validate_request({**body, **empty, "safety_mode": mode})["safety_mode"] == mode

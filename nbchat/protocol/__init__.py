@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .accumulator import Accumulator
 from .events import StreamBuilder, check_order, new_id, usage_dict
+from .messages import add_usage, as_message, display_text, message_text
 from .request import (
     ALLOWED_FIELDS,
     CITATION_MODES,
@@ -14,9 +15,9 @@ from .request import (
     FINISH_REASONS,
     PARAM_FIELDS,
     RANGES,
+    SAFETY_MODE_CONFLICT,
     SAFETY_MODES,
     TOOL_CHOICES,
-    message_text,
     normalize_documents,
     validate_request,
 )
@@ -31,6 +32,10 @@ __all__ = [
     "validate_request",
     "normalize_documents",
     "message_text",
+    "display_text",
+    "as_message",
+    "add_usage",
+    "SAFETY_MODE_CONFLICT",
     "DEFAULTS",
     "RANGES",
     "SAFETY_MODES",

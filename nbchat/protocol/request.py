@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from ..errors import ValidationError
+from .messages import message_text  # noqa: F401  (re-exported: old import path)
 
 __all__ = [
     "validate_request",
@@ -45,6 +46,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "ALLOWED_FIELDS",
     "SEED_MAX",
+    "SAFETY_MODE_CONFLICT",
 ]
 
 # Cohere's documented defaults for the sampling parameters (what an omitted field means).
@@ -79,6 +81,9 @@ THINKING_TYPES = ("enabled", "disabled")
 RESPONSE_FORMAT_TYPES = ("text", "json_object")
 IMAGE_DETAILS = ("auto", "low", "high")
 ROLES = ("system", "user", "assistant", "tool")
+# Cohere: safety_mode "is not configurable in combination with tools and documents". The
+# panel shows this sentence when it disables its safety_mode box; %%chat refuses with it.
+SAFETY_MODE_CONFLICT = "safety_mode cannot be combined with documents or tools (Cohere v2 rule)"
 MAX_STOP_SEQUENCES = 5
 
 REQUIRED_FIELDS = ("model", "messages")
@@ -262,8 +267,23 @@ def validate_request(body: dict[str, Any]) -> dict[str, Any]:
             raise _fail("tool_choice", "REQUIRED", "REQUIRED only together with tools; else NONE")
     if "response_format" in req:
         _check_response_format(req)
+    if "safety_mode" in req:
+        _check_safety_mode(req)
     _check_utf8(req)
     return req
+
+
+def _check_safety_mode(req: dict[str, Any]) -> None:
+    with_what = [name for name in ("documents", "tools") if req.get(name)]
+    if with_what:
+        raise ValidationError(
+            "safety_mode",
+            req["safety_mode"],
+            "no safety_mode when documents or tools are sent",
+            message=f"{SAFETY_MODE_CONFLICT}: drop safety_mode or the "
+            + " and ".join(with_what)
+            + f" (safety_mode={req['safety_mode']!r})",
+        )
 
 
 def _check_utf8(req: dict[str, Any]) -> None:
@@ -533,22 +553,3 @@ def normalize_documents(documents: list[Any] | None) -> list[dict[str, Any]]:
             {"id": doc_id if isinstance(doc_id, str) and doc_id else f"doc:{i}", "data": data}
         )
     return out
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """The text of a message: its string content, or its text blocks joined (thinking excluded).
-
-    Blocks are joined with "" like the accumulator joins response text blocks.
-    """
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type", "text") == "text":
-            text = block.get("text")
-            if isinstance(text, str):
-                parts.append(text)
-    return "".join(parts)
