@@ -16,7 +16,10 @@ from . import __version__
 
 __all__ = ["main", "build_parser"]
 
-BACKEND_CHOICES = ("auto", "local", "cohere", "v2", "openai")
+_BACKEND_HELP = (
+    "auto, local, cohere, v2, openai, or a backend a plugin registers "
+    "(entry-point group nbchat.backends)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backend",
         default="local",
-        choices=("local", "cohere", "v2", "openai"),
-        help="where replies come from (default: local, the embedded engine)",
+        help="where replies come from (default: local, the embedded engine): " + _BACKEND_HELP,
     )
     s.add_argument(
         "--allow-remote",
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("prompt", nargs="?", default=None, help="the prompt ('-' or none: read stdin)")
     a.add_argument("--model", "-m", default=None, help="model name (default depends on backend)")
-    a.add_argument("--backend", "-b", default="auto", choices=BACKEND_CHOICES)
+    a.add_argument("--backend", "-b", default="auto", help=_BACKEND_HELP)
     a.add_argument("--base-url", default=None, help="endpoint for the v2/openai backends")
     a.add_argument("--system", default=None, help="system message")
     a.add_argument("-t", "--temperature", type=float, default=None)
@@ -129,12 +131,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_request(args: argparse.Namespace, model: str, prompt: str) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = []
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The v2 fields the flags set (compose.build_request makes the request from them)."""
+    body: dict[str, Any] = {}
+    if args.model:
+        body["model"] = args.model
     if args.system:
-        messages.append({"role": "system", "content": args.system})
-    messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        body["system"] = args.system
     for key in (
         "temperature",
         "p",
@@ -168,23 +171,17 @@ def _usage_line(finish: str | None, usage: dict[str, Any] | None) -> str:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from .backends import default_model, get_backend, resolve_model, resolve_name
+    from .backends import get_backend
     from .backends.base import Cancel
-    from .protocol.request import validate_request
+    from .compose import build_request
 
     prompt = args.prompt
     if prompt is None or prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             return _error("no prompt: give one as an argument or pipe it on stdin")
         prompt = sys.stdin.read()
-    name = resolve_name(args.backend)
-    options: dict[str, Any] = {}
-    if args.base_url:
-        options["base_url"] = args.base_url
-    model = args.model or default_model(name)
-    backend = get_backend(name, model=model or None, **options)
-    model = resolve_model(backend, model)  # an OpenAI server with no model set: ask it
-    request = validate_request(_build_request(args, model, prompt))
+    backend = get_backend(args.backend, model=args.model, base_url=args.base_url)
+    request = build_request(None, prompt, _params(args), backend=backend).request
     cancel = Cancel()
     out = sys.stdout
     finish: str | None = None

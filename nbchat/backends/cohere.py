@@ -74,7 +74,9 @@ class Client(HTTPBackend):
         client_name: str | None = "nbchat",
         timeout: float | tuple[float, float] | Any = None,
         max_retries: int = 2,
+        name: str = "cohere",  # "v2": another v2 host (its model list is what it serves)
     ) -> None:
+        self.name = name
         if api_key is None:
             api_key = os.environ.get("CO_API_KEY") or os.environ.get("COHERE_API_KEY")
         self.base_url = (base_url or os.environ.get("CO_API_URL") or DEFAULT_BASE_URL).rstrip("/")
