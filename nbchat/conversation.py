@@ -1,10 +1,10 @@
 """Conversation state kept in the kernel: ordered turns and the plain v2 message list.
 
-A `Conversation` is a list of `Turn` objects. A turn is one exchange started by one user
-message: the input message(s), and the output messages the model produced — for a tool-using
-turn ``assistant(tool_calls) -> tool results -> ... -> assistant answer`` — plus everything
-measured on the way (request parameters, response ids, finish_reason, usage, timings,
-logprobs, citations, status, the cell that produced it).
+A `Conversation` is a list of `Turn` objects (see `nbchat.turn`). A turn is one exchange
+started by one user message: the input message(s), and the output messages the model
+produced — for a tool-using turn ``assistant(tool_calls) -> tool results -> ... -> assistant
+answer`` — plus everything measured on the way (request parameters, response ids,
+finish_reason, usage, timings, logprobs, citations, status, the cell that produced it).
 
 `Conversation.messages` is a plain list of v2 message dicts that ``cohere.ClientV2().chat(
 messages=...)`` accepts unchanged. It holds the system message (if set) and the messages of
@@ -12,312 +12,34 @@ messages=...)`` accepts unchanged. It holds the system message (if set) and the 
 partial text), but is never resent as if it were complete.
 
 Thread-safe: the runner's worker thread appends and updates turns while notebook cells read;
-every access goes through one re-entrant lock.
+every access goes through one re-entrant lock (`Conversation.lock`).
+
+What lives elsewhere: sending (`runner`, which `send` calls), building the request
+(`compose`), JSON/JSONL/DataFrame/CSV (`export`) and the text/markdown transcript
+(`transcript`). The methods here are thin delegates to them.
+
+The runner's side of the contract (`runner.TurnHost`): `lock`, `history`, `find_cell_turn`,
+`add_turn`, `replace_turn`, `system`, `register` (a started turn's handle: anything with
+``done``, ``cancel()``, ``wait()`` and ``turn``) and `running_handles`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import export
+from .protocol.messages import add_usage
+from .turn import STATUSES, Turn
+from .turn import cell_key as _key_of
+
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend
-    from .runner import TurnHandle
 
 __all__ = ["Conversation", "Turn", "STATUSES"]
-
-STATUSES = ("running", "complete", "cancelled", "error")
-_FORMAT_VERSION = 1
-
-
-def _text_of(message: dict[str, Any]) -> str:
-    """Text of a message whose content is a string or a list of blocks (thinking excluded)."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") in (None, "text"):
-            parts.append(block.get("text") or "")
-        elif block.get("type") == "document":  # tool results
-            parts.append(json.dumps((block.get("document") or {}).get("data"), ensure_ascii=False))
-    return "".join(parts)
-
-
-def _as_message(content: Any, role: str = "user") -> dict[str, Any]:
-    """A user message from a string, a list of content blocks or a message dict."""
-    if isinstance(content, dict) and "role" in content:
-        return copy.deepcopy(content)
-    if isinstance(content, (str, list)):
-        return {"role": role, "content": copy.deepcopy(content)}
-    from .errors import ValidationError
-
-    raise ValidationError(
-        "message", content, "a string, a list of content blocks or a message dict"
-    )
-
-
-def _add_usage(total: dict[str, Any] | None, more: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Sum two usage dicts field by field (nested dicts summed, numbers added)."""
-    if not more:
-        return total
-    out = copy.deepcopy(total) if total else {}
-    for key, value in more.items():
-        if isinstance(value, dict):
-            out[key] = _add_usage(out.get(key) if isinstance(out.get(key), dict) else None, value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            prev = out.get(key)
-            out[key] = (prev if isinstance(prev, (int, float)) else 0) + value
-        else:
-            out[key] = value
-    return out
-
-
-class Turn:
-    """One exchange: the user's input message(s) and everything the model answered.
-
-    Fields: ``id``, ``params`` (the request without ``messages``), ``input`` (the user
-    message(s)), ``output`` (assistant and tool messages, in order), ``response_ids`` (one per
-    request round), ``finish_reason`` (of the last round), ``usage`` (summed over rounds),
-    ``timings`` (``ttft`` s to the first token, ``total`` s, ``tokens_per_second``,
-    ``started_at`` epoch seconds), ``logprobs``, ``citations``, ``status`` (``running``,
-    ``complete``, ``cancelled``, ``error``), ``error`` (redacted text), ``cell``
-    (``{"execution_count", "cell_id"}`` when known) and ``backend`` (its name).
-
-    A cancelled or failed turn keeps its partial output (``cancelled`` is True, or
-    ``finish_reason == "ERROR"`` / ``status == "error"``) but `Conversation.messages` leaves it
-    out, so it is never resent as if complete. While a turn is running, `text` shows the text
-    streamed so far.
-    """
-
-    __slots__ = (
-        "id",
-        "params",
-        "input",
-        "output",
-        "response_ids",
-        "finish_reason",
-        "usage",
-        "timings",
-        "logprobs",
-        "citations",
-        "status",
-        "error",
-        "cell",
-        "backend",
-        "exception",
-        "_live",
-        "_lock",
-    )
-
-    def __init__(
-        self,
-        input: list[dict[str, Any]] | None = None,
-        output: list[dict[str, Any]] | None = None,
-        *,
-        params: dict[str, Any] | None = None,
-        status: str = "complete",
-        id: str | None = None,
-        response_ids: list[str] | None = None,
-        finish_reason: str | None = None,
-        usage: dict[str, Any] | None = None,
-        timings: dict[str, Any] | None = None,
-        logprobs: list[dict[str, Any]] | None = None,
-        citations: list[dict[str, Any]] | None = None,
-        error: str | None = None,
-        cell: dict[str, Any] | None = None,
-        backend: str | None = None,
-    ) -> None:
-        self.id = id or uuid.uuid4().hex[:12]
-        self.params = dict(params or {})
-        self.input = list(input or [])
-        self.output = list(output or [])
-        self.response_ids = list(response_ids or [])
-        self.finish_reason = finish_reason
-        self.usage = usage
-        self.timings = dict(timings or {})
-        self.logprobs = list(logprobs or [])
-        self.citations = list(citations or [])
-        self.status = status
-        self.error = error
-        self.cell = dict(cell) if cell else None
-        self.backend = backend
-        self.exception: BaseException | None = None  # the error object (not serialised)
-        self._live: Any = None  # the runner's Accumulator while a round streams
-        self._lock: Any = threading.RLock()  # replaced by the conversation's lock when added
-
-    # -- derived -------------------------------------------------------------------------------
-    @property
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
-
-    @property
-    def done(self) -> bool:
-        return self.status != "running"
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """Input then output messages (deep copies)."""
-        with self._lock:
-            return copy.deepcopy(self.input + self.output)
-
-    @property
-    def prompt(self) -> str:
-        with self._lock:
-            return "\n".join(_text_of(m) for m in self.input)
-
-    @property
-    def text(self) -> str:
-        """The answer: text of the last assistant message, or the text streamed so far."""
-        with self._lock:
-            live = self._live
-            if live is not None and self.status == "running":
-                return live.text
-            for m in reversed(self.output):
-                if m.get("role") == "assistant":
-                    return _text_of(m)
-            return ""
-
-    @property
-    def tool_calls(self) -> list[dict[str, Any]]:
-        """Every tool call of every round, in order."""
-        with self._lock:
-            return [
-                copy.deepcopy(c)
-                for m in self.output
-                if m.get("role") == "assistant"
-                for c in m.get("tool_calls") or []
-            ]
-
-    @property
-    def cell_key(self) -> str | None:
-        return _cell_key(self.cell)
-
-    @property
-    def model(self) -> str | None:
-        return self.params.get("model")
-
-    def raise_for_status(self) -> Turn:
-        """Raise the turn's error (or `Cancelled`) if it did not complete; return self."""
-        from .errors import Cancelled, NbChatError
-
-        if self.status == "error":
-            raise self.exception or NbChatError(self.error or "turn failed")
-        if self.status == "cancelled":
-            raise Cancelled(self.error or "cancelled")
-        return self
-
-    # -- serialisation -------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        with self._lock:
-            d = {
-                "id": self.id,
-                "status": self.status,
-                "params": self.params,
-                "input": self.input,
-                "output": self.output,
-                "response_ids": self.response_ids,
-                "finish_reason": self.finish_reason,
-                "usage": self.usage,
-                "timings": self.timings,
-                "logprobs": self.logprobs,
-                "citations": self.citations,
-                "error": self.error,
-                "cell": self.cell,
-                "backend": self.backend,
-            }
-            if self.status == "running" and self._live is not None:
-                # A snapshot of a running turn carries the partial message.
-                d["output"] = self.output + [self._live.message]
-            return copy.deepcopy(d)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Turn:
-        status = d.get("status") or "complete"
-        error = d.get("error")
-        if status == "running":  # a saved snapshot can never finish: flag it as cut
-            status, error = "cancelled", error or "saved while running"
-        if status not in STATUSES:
-            from .errors import ValidationError
-
-            raise ValidationError("turn.status", status, ", ".join(STATUSES))
-        return cls(
-            copy.deepcopy(d.get("input") or []),
-            copy.deepcopy(d.get("output") or []),
-            params=copy.deepcopy(d.get("params") or {}),
-            status=status,
-            id=d.get("id"),
-            response_ids=d.get("response_ids"),
-            finish_reason=d.get("finish_reason"),
-            usage=copy.deepcopy(d.get("usage")),
-            timings=d.get("timings"),
-            logprobs=copy.deepcopy(d.get("logprobs")),
-            citations=copy.deepcopy(d.get("citations")),
-            error=error,
-            cell=d.get("cell"),
-            backend=d.get("backend"),
-        )
-
-    def copy(self) -> Turn:
-        return Turn.from_dict(self.to_dict())
-
-    # -- display -------------------------------------------------------------------------------
-    def stats(self) -> str:
-        """One line: status, finish reason, tokens, tokens/s, time to first token."""
-        parts = [self.status if self.status != "complete" else (self.finish_reason or "complete")]
-        if self.status == "complete" and self.finish_reason:
-            parts = [self.finish_reason]
-        tok = ((self.usage or {}).get("tokens") or {}) or (
-            (self.usage or {}).get("billed_units") or {}
-        )
-        if tok:
-            parts.append(
-                f"{_num(tok.get('input_tokens'))} in / {_num(tok.get('output_tokens'))} out tokens"
-            )
-        if self.timings.get("tokens_per_second"):
-            parts.append(f"{self.timings['tokens_per_second']:.1f} tok/s")
-        if self.timings.get("ttft") is not None:
-            parts.append(f"ttft {self.timings['ttft'] * 1000:.0f} ms")
-        if self.error:
-            parts.append(f"error: {self.error}")
-        return " · ".join(parts)
-
-    def __repr__(self) -> str:
-        text = self.text
-        if len(text) > 60:
-            text = text[:57] + "..."
-        return f"Turn(id={self.id!r}, status={self.status!r}, finish_reason={self.finish_reason!r}, text={text!r})"
-
-
-def _num(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return "?" if v is None else str(v)
-
-
-def _cell_key(cell: Any) -> str | None:
-    """The stable identity of a cell: its cell id (execution counts change on every run)."""
-    if cell is None:
-        return None
-    if isinstance(cell, str):
-        return cell or None
-    if isinstance(cell, dict):
-        cid = cell.get("cell_id")
-        return str(cid) if cid else None
-    return None
 
 
 class Conversation:
@@ -346,11 +68,17 @@ class Conversation:
         self._lock = threading.RLock()
         self._turns: list[Turn] = []
         self._system: str | list[dict[str, Any]] | None = system
-        self._handles: list[TurnHandle] = []
+        self._handles: list[Any] = []
         self.backend = backend
         self.params: dict[str, Any] = dict(params)
         if messages:
             self.extend_messages(messages)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock that guards every turn of this conversation. Hold it to read
+        several things consistently (the runner composes and adds a turn under it)."""
+        return self._lock
 
     # -- turns ---------------------------------------------------------------------------------
     @property
@@ -400,13 +128,13 @@ class Conversation:
     def add_turn(self, turn: Turn) -> Turn:
         """Append a turn (it shares the conversation's lock from now on)."""
         with self._lock:
-            turn._lock = self._lock
+            turn.share_lock(self._lock)
             self._turns.append(turn)
             return turn
 
     def find_cell_turn(self, cell_key: Any) -> int | None:
         """Index of the turn produced by the cell `cell_key` (a cell id or a cell dict)."""
-        key = _cell_key(cell_key)
+        key = _key_of(cell_key)
         if key is None:
             return None
         with self._lock:
@@ -433,7 +161,7 @@ class Conversation:
             if turn is None:
                 del self._turns[idx]
             else:
-                turn._lock = self._lock
+                turn.share_lock(self._lock)
                 self._turns[idx] = turn
             return idx
 
@@ -499,16 +227,18 @@ class Conversation:
         with self._lock:
             total: dict[str, Any] | None = None
             for t in self._turns:
-                total = _add_usage(total, t.usage)
+                total = add_usage(total, t.usage)
             return total or {}
 
     # -- running -------------------------------------------------------------------------------
-    def _register(self, handle: TurnHandle) -> None:
+    def register(self, handle: Any) -> None:
+        """Track a started turn's handle (the runner calls this when it adds the turn)."""
         with self._lock:
             self._handles = [h for h in self._handles if not h.done]
             self._handles.append(handle)
 
-    def _running_handles(self) -> list[TurnHandle]:
+    def running_handles(self) -> list[Any]:
+        """The handles of turns still running, oldest first."""
         with self._lock:
             return [h for h in self._handles if not h.done]
 
@@ -516,14 +246,14 @@ class Conversation:
         """Block until the running turn(s) finish; return the last turn. ``timeout`` in
         seconds (None: no limit); Ctrl-C / KeyboardInterrupt cancels the running turn."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for h in self._running_handles():
+        for h in self.running_handles():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             h.wait(left)
         return self.last
 
     def cancel(self) -> None:
         """Stop every running turn (partial output kept, flagged cancelled, not resent)."""
-        for h in self._running_handles():
+        for h in self.running_handles():
             h.cancel()
 
     def send(
@@ -589,148 +319,64 @@ class Conversation:
         with self._lock:
             self._turns.clear()
 
-    # -- JSON ----------------------------------------------------------------------------------
+    # -- JSON / JSONL (lossless) ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "format": "nbchat.conversation",
-                "version": _FORMAT_VERSION,
-                "system": copy.deepcopy(self._system),
-                "params": _jsonable(self.params),
-                "turns": [t.to_dict() for t in self._turns],
-            }
+        return export.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Conversation:
-        if isinstance(d, list):  # a plain message list
-            return cls(d)
-        conv = cls(system=d.get("system"), **(d.get("params") or {}))
-        for t in d.get("turns") or []:
-            conv.add_turn(Turn.from_dict(t))
-        return conv
+        return export.from_dict(cls, d)  # type: ignore[no-any-return]
 
     def to_json(self, indent: int | None = None) -> str:
         """The whole conversation (turns with all their metadata) as JSON text."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent, default=repr)
+        return export.to_json(self, indent)
 
     @classmethod
     def from_json(cls, text: str) -> Conversation:
         """Inverse of `to_json` (a plain JSON list of v2 messages is accepted too)."""
-        return cls.from_dict(json.loads(text))
+        return export.from_json(cls, text)  # type: ignore[no-any-return]
+
+    def to_jsonl(self) -> str:
+        """A header line, then one JSON line per turn (`from_jsonl` reads it back)."""
+        return export.to_jsonl(self)
+
+    @classmethod
+    def from_jsonl(cls, text: str) -> Conversation:
+        return export.from_jsonl(cls, text)  # type: ignore[no-any-return]
 
     def save(self, path: Any) -> None:
-        """Write `to_json()` to `path` (UTF-8)."""
-        from pathlib import Path
-
-        Path(path).write_text(self.to_json(indent=1), encoding="utf-8")
+        """Write `to_json()` to `path` (UTF-8); JSONL when the name ends with ``.jsonl``."""
+        export.save(self, path)
 
     @classmethod
     def load(cls, path: Any) -> Conversation:
-        from pathlib import Path
+        return export.load(cls, path)  # type: ignore[no-any-return]
 
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
-
-    # -- DataFrame -----------------------------------------------------------------------------
-    COLUMNS = (
-        "turn",
-        "role",
-        "text",
-        "tool_plan",
-        "tool_calls",
-        "tool_call_id",
-        "citations",
-        "finish_reason",
-        "input_tokens",
-        "output_tokens",
-        "ttft",
-        "total",
-        "tokens_per_second",
-        "params",
-        "status",
-        "cell_id",
-        "execution_count",
-        "response_id",
-        "turn_id",
-        "message",
-    )
+    # -- DataFrame / CSV (views) ------------------------------------------------------------------
+    COLUMNS = export.COLUMNS
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame with one row per message (the system message has turn -1).
 
         Columns: turn, role, text, tool_plan, tool_calls, tool_call_id, citations,
         finish_reason, input_tokens, output_tokens, ttft, total, tokens_per_second (s), params,
-        status, cell_id, execution_count, response_id, turn_id and message (the v2 dict).
-        Per-turn values repeat on each row of the turn. `from_dataframe` reads it back; an
-        edited ``text`` cell replaces that message's text.
+        status, cell_id, execution_count, response_id, turn_id and message (the v2 message).
+        tool_calls, citations, params and message hold JSON text; token counts are integers,
+        so a CSV keeps every value. Per-turn values repeat on each row of the turn.
+        `from_dataframe` reads it back; an edited ``text`` cell replaces that message's text.
         """
-        import pandas as pd  # lazy: pandas is an optional dependency
-
-        rows: list[dict[str, Any]] = []
-        with self._lock:
-            if self._system:
-                msg = {"role": "system", "content": copy.deepcopy(self._system)}
-                rows.append(_row(-1, msg, None))
-            for i, t in enumerate(self._turns):
-                snap = t.to_dict()
-                for m in snap["input"] + snap["output"]:
-                    rows.append(_row(i, m, snap))
-        return pd.DataFrame(rows, columns=list(self.COLUMNS))
+        return export.to_dataframe(self)
 
     @classmethod
     def from_dataframe(cls, df: Any) -> Conversation:
         """Rebuild a conversation from `to_dataframe()` output (possibly edited, or read back
-        from CSV: dict columns may be JSON strings). Without a ``message`` column, rows are
-        built from role/text/tool_calls/tool_call_id/citations."""
-        conv = cls()
-        records = df.to_dict(orient="records")
-        turns: dict[Any, Turn] = {}
-        order: list[Any] = []
-        for r in records:
-            msg = _message_from_row(r)
-            turn_no = _scalar(r.get("turn"))
-            if msg["role"] == "system" and (turn_no is None or turn_no == -1):
-                conv._system = msg.get("content")
-                continue
-            key = turn_no if turn_no is not None else len(order)
-            t = turns.get(key)
-            if t is None or (msg["role"] == "user" and turn_no is None):
-                t = Turn(
-                    params=_maybe_json(r.get("params")) or {},
-                    status=_scalar(r.get("status")) or "complete",
-                    id=_scalar(r.get("turn_id")),
-                    finish_reason=_scalar(r.get("finish_reason")),
-                    timings={
-                        k: _scalar(r.get(k))
-                        for k in ("ttft", "total", "tokens_per_second")
-                        if _scalar(r.get(k)) is not None
-                    },
-                    cell={
-                        "cell_id": _scalar(r.get("cell_id")),
-                        "execution_count": _int(r.get("execution_count")),
-                    }
-                    if _scalar(r.get("cell_id")) is not None
-                    or _scalar(r.get("execution_count")) is not None
-                    else None,
-                )
-                inp, out = _scalar(r.get("input_tokens")), _scalar(r.get("output_tokens"))
-                if inp is not None or out is not None:
-                    t.usage = {"tokens": {"input_tokens": inp, "output_tokens": out}}
-                if t.status == "running":
-                    t.status, t.error = "cancelled", "saved while running"
-                turns[key] = t
-                order.append(key)
-            rid = _scalar(r.get("response_id"))
-            if rid and rid not in t.response_ids:
-                t.response_ids.append(rid)
-            if msg["role"] == "user" and not t.output:
-                t.input.append(msg)
-            else:
-                t.output.append(msg)
-                if msg["role"] == "assistant":
-                    t.citations.extend(copy.deepcopy(msg.get("citations") or []))
-        for key in order:
-            conv.add_turn(turns[key])
-        return conv
+        from CSV). Without a ``message`` column, rows are built from role/text/tool_calls/
+        tool_call_id/citations."""
+        return export.from_dataframe(cls, df)  # type: ignore[no-any-return]
+
+    def to_csv(self, path: Any) -> Any:
+        """Write `to_dataframe()` to `path` as CSV; returns the DataFrame."""
+        return export.to_csv(self, path)
 
     # -- display -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -746,171 +392,9 @@ class Conversation:
         }
 
     def _render(self, markdown: bool) -> str:
+        from .transcript import render
+
         with self._lock:
             turns = list(self._turns)
             system = self._system
-        n = len(turns)
-        head = f"Conversation: {n} turn{'s' if n != 1 else ''}"
-        usage = self.usage
-        tok = usage.get("tokens") or usage.get("billed_units") or {}
-        if tok:
-            head += f", {_num(tok.get('input_tokens'))} in / {_num(tok.get('output_tokens'))} out tokens"
-        lines = [f"**{head}**" if markdown else head]
-        if system:
-            sys_text = system if isinstance(system, str) else _text_of({"content": system})
-            lines.append(_block("system", sys_text, markdown))
-        for i, t in enumerate(turns):
-            snap = t.to_dict()
-            for m in snap["input"] + snap["output"]:
-                lines.append(_render_message(m, markdown))
-            if snap["status"] != "complete" or markdown:
-                note = f"turn {i}: {t.stats()}"
-                lines.append(f"*{note}*" if markdown else f"  ({note})")
-        if markdown:  # model text is untrusted: Jupyter renders raw HTML in markdown outputs
-            from .untrusted import inert_markdown
-
-            return inert_markdown("\n\n".join(lines))
-        return "\n".join(lines)
-
-
-def _block(label: str, text: str, markdown: bool) -> str:
-    if markdown:
-        return f"**{label}:** {text}" if "\n" not in text else f"**{label}:**\n\n{text}"
-    return f"[{label}] {text}"
-
-
-def _render_message(m: dict[str, Any], markdown: bool) -> str:
-    role = m.get("role", "?")
-    parts: list[str] = []
-    if m.get("tool_plan"):
-        parts.append(_block("plan", m["tool_plan"], markdown))
-    text = _text_of(m) if role != "tool" else ""
-    if text or role in ("user", "system"):
-        parts.append(_block(role, text, markdown))
-    for c in m.get("tool_calls") or []:
-        fn = c.get("function") or {}
-        call = f"{fn.get('name')}({fn.get('arguments')})"
-        parts.append(_block("tool call", f"`{call}`" if markdown else call, markdown))
-    if role == "tool":
-        result = _text_of(m)
-        if len(result) > 500:
-            result = result[:497] + "..."
-        parts.append(_block("tool result", f"`{result}`" if markdown else result, markdown))
-    if not parts:
-        parts.append(_block(role, "", markdown))
-    return ("\n\n" if markdown else "\n").join(parts)
-
-
-def _row(turn_no: int, m: dict[str, Any], snap: dict[str, Any] | None) -> dict[str, Any]:
-    snap = snap or {}
-    usage = snap.get("usage") or {}
-    tok = usage.get("tokens") or usage.get("billed_units") or {}
-    timings = snap.get("timings") or {}
-    cell = snap.get("cell") or {}
-    rids = snap.get("response_ids") or []
-    return {
-        "turn": turn_no,
-        "role": m.get("role"),
-        "text": _text_of(m),
-        "tool_plan": m.get("tool_plan"),
-        "tool_calls": m.get("tool_calls"),
-        "tool_call_id": m.get("tool_call_id"),
-        "citations": m.get("citations"),
-        "finish_reason": snap.get("finish_reason"),
-        "input_tokens": tok.get("input_tokens"),
-        "output_tokens": tok.get("output_tokens"),
-        "ttft": timings.get("ttft"),
-        "total": timings.get("total"),
-        "tokens_per_second": timings.get("tokens_per_second"),
-        "params": snap.get("params") if snap else None,
-        "status": snap.get("status", "complete") if snap else "complete",
-        "cell_id": cell.get("cell_id"),
-        "execution_count": cell.get("execution_count"),
-        "response_id": rids[-1] if rids else None,
-        "turn_id": snap.get("id"),
-        "message": m,
-    }
-
-
-def _scalar(v: Any) -> Any:
-    """None for NaN/NA/None; numpy scalars as Python values."""
-    if v is None:
-        return None
-    try:
-        if v != v:  # NaN
-            return None
-    except (TypeError, ValueError):
-        pass
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        try:
-            return v.item()
-        except (AttributeError, ValueError):
-            return v
-    return v
-
-
-def _int(v: Any) -> int | None:
-    v = _scalar(v)
-    return int(v) if v is not None else None
-
-
-def _maybe_json(v: Any) -> Any:
-    v = _scalar(v)
-    if isinstance(v, str) and v[:1] in ("{", "["):
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            pass
-        try:  # pandas' to_csv writes dict cells as Python reprs; literal_eval evaluates no code
-            import ast
-
-            return ast.literal_eval(v)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return v
-    return v
-
-
-def _message_from_row(r: dict[str, Any]) -> dict[str, Any]:
-    msg = _maybe_json(r.get("message"))
-    text = _scalar(r.get("text"))
-    if isinstance(msg, dict) and msg.get("role"):
-        msg = copy.deepcopy(msg)
-        # An edited text cell wins over the stored message (edit history in pandas).
-        if (
-            text is not None
-            and msg["role"] in ("user", "system", "assistant")
-            and text != _text_of(msg)
-        ):
-            if isinstance(msg.get("content"), list):
-                others = [
-                    b
-                    for b in msg["content"]
-                    if isinstance(b, dict) and b.get("type") not in (None, "text")
-                ]
-                msg["content"] = others + [{"type": "text", "text": text}]
-            else:
-                msg["content"] = text
-        return msg
-    role = _scalar(r.get("role")) or "user"
-    msg = {"role": role}
-    if role == "tool":
-        msg["tool_call_id"] = _scalar(r.get("tool_call_id")) or ""
-        data = _maybe_json(text)
-        msg["content"] = [
-            {
-                "type": "document",
-                "document": {"data": data if isinstance(data, dict) else {"result": text}},
-            }
-        ]
-        return msg
-    if text:
-        msg["content"] = text if role != "assistant" else [{"type": "text", "text": text}]
-    for key in ("tool_plan", "tool_calls", "citations"):
-        v = _maybe_json(r.get(key))
-        if v is not None and not (isinstance(v, (list, str)) and not v):
-            msg[key] = v
-    return msg
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=repr))
+        return render(turns, system, self.usage, markdown=markdown)

@@ -29,14 +29,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from .backends import BACKENDS, resolve_model
 from .backends.base import Backend, Cancel
-from .conversation import Conversation, Turn, _add_usage, _as_message, _cell_key
+from .compose import Composed, HistorySource, build_request, round_request
 from .errors import APIError, Cancelled, NbChatError, redact
+from .protocol.messages import add_usage
+from .turn import Turn, cell_key
 
-__all__ = ["start_turn", "TurnHandle", "CANCEL_GRACE", "DEFAULT_MAX_TOOL_ROUNDS", "DENIED"]
+__all__ = [
+    "start_turn",
+    "TurnHandle",
+    "Listener",
+    "TurnHost",
+    "CANCEL_GRACE",
+    "DEFAULT_MAX_TOOL_ROUNDS",
+    "DENIED",
+]
 
 log = logging.getLogger("nbchat")
 
@@ -48,6 +57,46 @@ _TOKEN_EVENTS = frozenset(
 )
 
 
+class Listener(Protocol):
+    """What a turn tells its listener, in the worker thread. Every hook is optional (a
+    listener may define only some; they are looked up by name).
+
+    Order: ``on_start()`` first; then ``on_event(event)`` per stream event,
+    ``on_tool_calls(calls)`` and ``on_tool_result(call, message)`` as they happen; and
+    ``on_done(turn)`` exactly once, last: no hook runs after it, even when a cancel finalises
+    the turn while a hook is still running (on_done then waits for that hook to return and
+    runs in its thread). A listener exception is logged, never fatal to the turn.
+    """
+
+    def on_start(self) -> None: ...
+
+    def on_event(self, event: dict[str, Any]) -> None: ...
+
+    def on_tool_calls(self, calls: list[dict[str, Any]]) -> None: ...
+
+    def on_tool_result(self, call: dict[str, Any], message: dict[str, Any]) -> None: ...
+
+    def on_done(self, turn: Turn) -> None: ...
+
+
+class TurnHost(HistorySource, Protocol):
+    """What the runner needs from a conversation (`nbchat.Conversation` provides it)."""
+
+    @property
+    def system(self) -> Any: ...
+
+    @system.setter
+    def system(self, value: Any) -> None: ...
+
+    def add_turn(self, turn: Turn) -> Turn: ...
+
+    def replace_turn(self, cell_key: Any, turn: Turn | None = None) -> int | None: ...
+
+    def register(self, handle: TurnHandle) -> None: ...
+
+    def running_handles(self) -> list[TurnHandle]: ...
+
+
 class _Abort(Exception):
     """The handle already finalised the turn (forced cancel): drop the worker's result."""
 
@@ -55,21 +104,19 @@ class _Abort(Exception):
 class TurnHandle:
     """A running (or finished) turn: `cancel()`, `wait()`, `done`, `turn`.
 
-    Listener hooks (all optional, duck-typed) run in the worker thread: ``on_start()`` first,
-    ``on_event(event)`` per stream event, ``on_tool_calls(calls)``, ``on_tool_result(call,
-    message)``, and ``on_done(turn)`` exactly once at the end whatever happened — from the
-    worker, or from the cancelling thread when the worker is stuck past `CANCEL_GRACE`.
-    A listener exception is logged, never fatal to the turn.
+    The listener's hooks (see `Listener`) run in the worker thread; ``on_done(turn)`` runs
+    exactly once at the end whatever happened — from the worker, or from the cancelling
+    thread when the worker is stuck past `CANCEL_GRACE` (unless a hook is running then: it
+    follows that hook, in its thread). No hook runs after ``on_done``.
     """
 
     def __init__(
         self,
-        conversation: Conversation,
+        conversation: TurnHost,
         turn: Turn,
         backend: Backend,
-        request: dict[str, Any],
+        composed: Composed,
         *,
-        functions: dict[str, Callable[..., Any]],
         listener: Any,
         approve: Callable[[list[dict[str, Any]]], Any] | None,
         max_tool_rounds: int,
@@ -79,8 +126,9 @@ class TurnHandle:
         self.conversation = conversation
         self.turn = turn
         self.backend = backend
-        self.request = request  # validated, without messages
-        self.functions = functions
+        self.composed = composed
+        self.request = composed.params  # validated, without messages
+        self.functions = dict(composed.functions)
         self.listener = listener
         self.approve = approve
         self.max_tool_rounds = max_tool_rounds
@@ -89,10 +137,14 @@ class TurnHandle:
         self._prior = prior
         self._finished = threading.Event()
         self._finalized = False  # guarded by the conversation lock
+        # Hook bookkeeping, guarded by _hooks_lock: a hook in progress, on_done owed/called.
+        self._hooks_lock = threading.Lock()
+        self._in_hook = 0
+        self._done_owed = False
         self._done_called = False
         self._thread: threading.Thread | None = None
         self._worker_ident: int | None = None
-        self._lock = conversation._lock
+        self._lock = conversation.lock
         # timing state
         self._t0 = 0.0
         self._round_first: float | None = None
@@ -147,7 +199,7 @@ class TurnHandle:
         else:
             self._run()
 
-    def _notify(self, hook: str, *args: Any) -> None:
+    def _call(self, hook: str, *args: Any) -> None:
         fn = getattr(self.listener, hook, None)
         if fn is None:
             return
@@ -155,6 +207,27 @@ class TurnHandle:
             fn(*args)
         except Exception:  # a broken view must not break the turn
             log.exception("nbchat listener %s failed", hook)
+
+    def _notify(self, hook: str, *args: Any) -> bool:
+        """Run a hook other than on_done, unless on_done is owed or done (then: False).
+
+        The turn may be finalised by another thread while the hook runs; that thread then
+        leaves on_done to us, and we run it as soon as the hook returns."""
+        with self._hooks_lock:
+            if self._done_owed or self._done_called:
+                return False
+            self._in_hook += 1
+        try:
+            self._call(hook, *args)
+        finally:
+            with self._hooks_lock:
+                self._in_hook -= 1
+                fire = self._done_owed and not self._in_hook and not self._done_called
+                if fire:
+                    self._done_called = True
+            if fire:
+                self._call("on_done", self.turn)
+        return True
 
     def _run(self) -> None:
         self._worker_ident = threading.get_ident()
@@ -194,8 +267,6 @@ class TurnHandle:
                     raise Cancelled(self.cancel_signal.reason)
 
     def _loop(self) -> tuple[str, str | None, str | None, BaseException | None]:
-        from .protocol.request import validate_request
-
         self._t0 = time.perf_counter()
         with self._lock:
             self.turn.timings["started_at"] = time.time()
@@ -207,9 +278,10 @@ class TurnHandle:
                 messages = self.conversation.history(self.turn) + copy.deepcopy(
                     self.turn.input + self.turn.output
                 )
-            request = {**copy.deepcopy(self.request), "messages": messages}
-            if rounds:  # later rounds carry our own tool messages: check them like the first
-                request = validate_request(request)
+            if rounds == 0 and not self._prior:
+                request = copy.deepcopy(self.composed.request)  # exactly what compose built
+            else:  # our own tool messages, or a history that grew while this turn queued
+                request = round_request(self.request, messages)
             acc = self._stream(request)
             if self.cancel_signal.is_set():
                 return "cancelled", None, self.cancel_signal.reason or "cancelled", None
@@ -222,12 +294,12 @@ class TurnHandle:
                 if self._finalized:
                     raise _Abort
                 t = self.turn
-                t._live = None
+                t.live = None
                 t.output.append(message)
                 if acc.id:
                     t.response_ids.append(acc.id)
                 t.finish_reason = acc.finish_reason
-                t.usage = _add_usage(t.usage, acc.usage)
+                t.usage = add_usage(t.usage, acc.usage)
                 t.logprobs.extend(copy.deepcopy(acc.logprobs))
                 t.citations.extend(copy.deepcopy(acc.citations))
             if acc.finish_reason == "ERROR":
@@ -254,7 +326,7 @@ class TurnHandle:
         with self._lock:
             if self._finalized:
                 raise _Abort
-            self.turn._live = acc
+            self.turn.live = acc
         self._round_first = None
         round_start = time.perf_counter()
         events = self.backend.stream(request, self.cancel_signal)
@@ -271,9 +343,8 @@ class TurnHandle:
                         self._round_first = now
                         with self._lock:
                             self.turn.timings.setdefault("ttft", now - self._t0)
-                if self._finalized:  # finalised meanwhile: no hook after on_done
+                if not self._notify("on_event", event):  # finalised meanwhile: stop here
                     raise _Abort
-                self._notify("on_event", event)
                 if self.cancel_signal.is_set():
                     break
         finally:
@@ -333,8 +404,8 @@ class TurnHandle:
                 return False
             self._finalized = True
             t = self.turn
-            live = t._live
-            t._live = None
+            live = t.live
+            t.live = None
             if live is not None:
                 try:  # whatever a broken stream left behind, the turn must still end
                     partial = live.message
@@ -344,7 +415,7 @@ class TurnHandle:
                         t.response_ids.append(live.id)
                     t.logprobs.extend(copy.deepcopy(live.logprobs))
                     t.citations.extend(copy.deepcopy(live.citations))
-                    t.usage = _add_usage(t.usage, live.usage)
+                    t.usage = add_usage(t.usage, live.usage)
                 except Exception as salvage_error:
                     status, error = "error", error or f"unreadable partial reply: {salvage_error}"
             if status == "error" and finish_reason is None:
@@ -379,10 +450,16 @@ class TurnHandle:
 
     def _call_done(self) -> None:
         with self._lock:
-            if self._done_called or not self._finalized:
+            if not self._finalized:
                 return
+        with self._hooks_lock:
+            if self._done_called:
+                return
+            self._done_owed = True
+            if self._in_hook:
+                return  # the running hook's thread calls on_done when it returns
             self._done_called = True
-        self._notify("on_done", self.turn)
+        self._call("on_done", self.turn)
 
 
 def _output_tokens(usage: dict[str, Any] | None) -> float | None:
@@ -400,18 +477,14 @@ def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
-def _tool_name(tool: dict[str, Any]) -> str | None:
-    return ((tool or {}).get("function") or {}).get("name")
-
-
 def start_turn(
-    conversation: Conversation,
+    conversation: TurnHost,
     backend: Backend,
     user_content: Any,
     params: dict[str, Any],
     *,
     cell: dict[str, Any] | None = None,
-    listener: Any = None,
+    listener: Listener | Any = None,
     tools: list[Callable[..., Any]] | None = None,
     approve: Callable[[list[dict[str, Any]]], Any] | None = None,
     background: bool = True,
@@ -435,59 +508,26 @@ def start_turn(
     runs here and raises the turn's error (after recording it); a cancelled inline turn returns
     normally, except for KeyboardInterrupt, which is re-raised after the turn is cancelled.
     """
-    from .protocol.request import validate_request
-    from .tools import function_to_tool
-
-    params = dict(params or {})
-    params.pop("messages", None)
-    params.pop("stream", None)
-    has_system = "system" in params
-    system = params.pop("system", None)
-    # Tools: v2 dicts pass through; Python functions become tool definitions and runnable.
-    functions: dict[str, Callable[..., Any]] = {}
-    tool_defs: list[dict[str, Any]] = []
-    for item in list(params.pop("tools", None) or []) + list(tools or []):
-        definition = function_to_tool(item)
-        if not isinstance(item, dict):
-            functions[_tool_name(definition) or ""] = item
-        name = _tool_name(definition)
-        tool_defs = [d for d in tool_defs if _tool_name(d) != name] + [definition]
-    if tool_defs:
-        params["tools"] = tool_defs
-    if not params.get("model") and getattr(backend, "name", None) in BACKENDS:
-        # the backend's own model, its default, or (v2 host, OpenAI server) what it serves
-        params["model"] = resolve_model(backend)
-    user_msg = _as_message(user_content)
-
-    lock = conversation._lock
-    with lock:
-        slot = conversation.find_cell_turn(cell)
-        history = conversation.history(slot)
-        if has_system:  # the new system prompt applies to this request already
-            if conversation.system is not None and history and history[0].get("role") == "system":
-                history = history[1:]
-            if system:
-                history = [{"role": "system", "content": system}] + history
-    validated = validate_request({**params, "messages": history + [user_msg]})
-    request = {k: v for k, v in validated.items() if k not in ("messages", "stream")}
-
+    composed = build_request(
+        conversation, user_content, params, backend=backend, tools=tools, cell=cell
+    )
     turn = Turn(
-        [user_msg],
-        params=copy.deepcopy(request),
+        [composed.user_message],
+        params=composed.params,
         status="running",
         cell=cell,
         backend=getattr(backend, "name", None),
     )
     # A re-run of a cell that is still streaming stops the old turn first.
-    key = _cell_key(cell)
+    key = cell_key(cell)
     if key is not None:
-        for h in conversation._running_handles():
+        for h in conversation.running_handles():
             if h.turn.cell_key == key:
                 h.cancel("replaced by a re-run of the cell")
-    with lock:
-        if has_system:
-            conversation.system = system
-        prior = conversation._running_handles()
+    with conversation.lock:
+        if composed.sets_system:
+            conversation.system = composed.system
+        prior = conversation.running_handles()
         if key is not None and conversation.find_cell_turn(key) is not None:
             conversation.replace_turn(key, turn)
         else:
@@ -496,14 +536,13 @@ def start_turn(
             conversation,
             turn,
             backend,
-            request,
-            functions=functions,
+            composed,
             listener=listener,
             approve=approve,
             max_tool_rounds=max_tool_rounds,
             prior=prior,
             background=background,
         )
-        conversation._register(handle)
+        conversation.register(handle)
     handle._start()
     return handle

@@ -1,0 +1,174 @@
+"""Build THE request: the one place a v2 chat body is put together.
+
+``build_request(conversation, user_content, params, backend=..., tools=..., cell=...)``
+returns a `Composed` whose ``.request`` is the exact validated body the runner sends for the
+first round (``stream: true`` included, as on the wire). `%%chat`, ``--dry-run``, the panel,
+the runner (`runner.start_turn`) and ``nbchat ask`` all call it, so what one shows is what
+another sends. A bad value raises `ValidationError` (naming the field) and changes nothing.
+
+How the body is made, in order:
+
+1. **history**: ``conversation.history(before)``, where ``before`` is the turn of the same
+   cell (``cell["cell_id"]``) when the cell ran before: a re-run replaces that turn and sees
+   only what came before it. Running, cancelled and failed turns are never resent.
+2. **system**: a ``"system"`` key in `params` (even None or "") sets the system prompt for
+   this request: the conversation's own system message is dropped from the history and the
+   new one (if non-empty) goes first. Without the key the conversation's system prompt is
+   used as it is. `Composed.sets_system` tells the runner to store it with the turn.
+3. **user message**: `user_content` (text, content blocks or a user message dict).
+4. **params**: v2 fields (``messages`` and ``stream`` in `params` are ignored).
+5. **tools**: ``params["tools"]`` and `tools` may hold v2 tool dicts or Python functions;
+   functions become tool definitions (`tools.function_to_tool`) and are returned in
+   `Composed.functions` (name -> callable) for the runner to call. A later tool of the
+   same name replaces an earlier one.
+6. **model**: ``params["model"]``, else `backends.resolve_model(backend)` (the one model
+   policy), when a backend is given.
+7. `protocol.validate_request` on the whole body (cross-field rules included).
+
+Later tool rounds add the assistant/tool messages and go through `round_request`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .backends.base import Backend
+from .backends.registry import resolve_model
+from .protocol.messages import as_message
+from .protocol.request import validate_request
+from .protocol.types import CellInfo, Message, Request, ToolDef
+
+__all__ = ["Composed", "HistorySource", "build_request", "round_request", "turn_params"]
+
+ToolLike = Callable[..., Any] | ToolDef | Mapping[str, Any]
+SystemPrompt = str | list[Any] | None
+
+
+class HistorySource(Protocol):
+    """What composing needs from a conversation (`nbchat.Conversation` provides it)."""
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    @property
+    def system(self) -> SystemPrompt: ...
+
+    def history(self, before: Any = None) -> list[Message]: ...
+
+    def find_cell_turn(self, cell_key: Any) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A composed request and what the runner needs besides it."""
+
+    request: Request
+    """The exact first-round body: validated, ``stream: true``, history + user message."""
+    user_message: Message
+    """The new user message (last of ``request["messages"]``)."""
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    """Python tool functions by tool name (what a tool call runs)."""
+    system: SystemPrompt = None
+    """The system prompt this request uses."""
+    sets_system: bool = False
+    """True when `params` carried ``system``: the conversation takes it with the turn."""
+    replaces: int | None = None
+    """Index of the earlier turn of the same cell that the new turn replaces."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request without ``messages`` and ``stream``: what a Turn records."""
+        return turn_params(self.request)
+
+    @property
+    def history(self) -> list[Message]:
+        """The messages before the new user message."""
+        return copy.deepcopy(self.request["messages"][:-1])
+
+
+def turn_params(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A request's fields other than ``messages`` and ``stream`` (deep copy)."""
+    return {k: copy.deepcopy(v) for k, v in request.items() if k not in ("messages", "stream")}
+
+
+def round_request(params: Mapping[str, Any], messages: Sequence[Message]) -> Request:
+    """The validated body of a later round (or a turn queued behind another): `params` (a
+    `Composed.params`) with the messages as they are now."""
+    body = {**copy.deepcopy(dict(params)), "messages": copy.deepcopy(list(messages))}
+    body["stream"] = True
+    return validate_request(body)  # type: ignore[return-value]
+
+
+def _tool_name(tool: Mapping[str, Any]) -> str | None:
+    fn = tool.get("function")
+    name = fn.get("name") if isinstance(fn, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _tools(
+    items: Sequence[Any],
+) -> tuple[list[dict[str, Any]], dict[str, Callable[..., Any]]]:
+    from .tools import function_to_tool
+
+    functions: dict[str, Callable[..., Any]] = {}
+    defs: list[dict[str, Any]] = []
+    for item in items:
+        definition = function_to_tool(item)
+        name = _tool_name(definition)
+        if not isinstance(item, dict):
+            functions[name or ""] = item
+        defs = [d for d in defs if _tool_name(d) != name] + [definition]
+    return defs, functions
+
+
+def build_request(
+    conversation: HistorySource | None,
+    user_content: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    backend: Backend | None = None,
+    tools: Sequence[ToolLike] | None = None,
+    cell: CellInfo | None = None,
+) -> Composed:
+    """Compose and validate the request for a new turn (see the module docstring)."""
+    fields = dict(params or {})
+    fields.pop("messages", None)
+    fields.pop("stream", None)
+    sets_system = "system" in fields
+    new_system: SystemPrompt = fields.pop("system", None)
+    tool_items = list(fields.pop("tools", None) or []) + list(tools or [])
+    defs, functions = _tools(tool_items)
+    if defs:
+        fields["tools"] = defs
+    if not fields.get("model") and backend is not None:
+        fields["model"] = resolve_model(backend)
+    user = as_message(user_content)
+
+    replaces: int | None = None
+    history: list[Message] = []
+    system: SystemPrompt = new_system
+    if conversation is not None:
+        with conversation.lock:
+            replaces = conversation.find_cell_turn(cell) if cell else None
+            history = conversation.history(replaces)
+            current = conversation.system
+        if not sets_system:
+            system = current
+        elif current is not None and history and history[0].get("role") == "system":
+            history = history[1:]  # the new system prompt replaces the conversation's
+    if sets_system and new_system:
+        history = [{"role": "system", "content": copy.deepcopy(new_system)}, *history]
+    body = {**fields, "messages": [*history, user], "stream": True}
+    request: Request = validate_request(body)  # type: ignore[assignment]
+    return Composed(
+        request=request,
+        user_message=user,
+        functions=functions,
+        system=system or None,
+        sets_system=sets_system,
+        replaces=replaces,
+    )
