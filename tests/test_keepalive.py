@@ -287,3 +287,18 @@ def test_rechunker_passes_other_bodies_untouched():
     rc.request(b"HEAD / HTTP/1.1\r\n")
     wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert rc.feed(wire) == wire
+
+
+# -- JSON-lines framing (what nbchat serve sends for Accept: application/json) ------------------
+@pytest.mark.parametrize("ctype", ["application/x-ndjson", "application/json"])
+def test_json_lines_stream_is_read_like_sse(ctype):
+    events = text_events(["Hello", " wörld"])
+    lines = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
+    with V2Server() as srv:
+        client = Client(base_url=srv.url, api_key=KEY)
+        srv.push(Reply(body=lines, content_type=ctype, chunk_size=7), ok("sse"))
+        stream = client.chat_stream(model="m", messages=MSGS)
+        assert list(stream) == events
+        assert stream.response["message"]["content"][0]["text"] == "Hello wörld"
+        assert srv.last.headers["accept"] == "text/event-stream"
+        assert turn(client) == "sse" and srv.connections == 1

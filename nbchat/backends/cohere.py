@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import APIError, Cancelled, StreamError
 from ..errors import ConnectionError as NetError
 from ..protocol.accumulator import Accumulator
+from ..protocol.ndjson import NDJSONDecoder
 from ..protocol.sse import SSEDecoder
 from .base import Cancel
 from .http import (
@@ -188,15 +189,21 @@ class Client(HTTPBackend):
         chunks: Iterator[bytes] = iter(())
         try:
             resp = self._open("/v2/chat", body, True, guard, cancel)
-            ctype = resp.headers.get("content-type", "")
-            if "event-stream" not in ctype and "ndjson" not in ctype and "jsonl" not in ctype:
+            ctype = resp.headers.get("content-type", "").lower()
+            lines = "ndjson" in ctype or "jsonl" in ctype or "application/json" in ctype
+            if "event-stream" not in ctype and not lines:
                 raw = read_body(resp, guard, 2000)
                 raise StreamError(
                     f"expected Content-Type text/event-stream, got {ctype!r}", line=raw[:2000]
                 )
-            decoder = SSEDecoder()
-            # a generator: large chunks do not build thousands of dicts at once
-            decode = decoder.iter_feed
+            decoder: Any
+            if lines:  # one JSON event per line (nbchat serve, for Accept: application/json)
+                decoder = _Lines(ctype)
+                decode = decoder.feed
+            else:
+                decoder = SSEDecoder()
+                # a generator: large chunks do not build thousands of dicts at once
+                decode = decoder.iter_feed
             feed = acc.feed
             chunks = body_chunks(resp)
             try:
@@ -211,6 +218,8 @@ class Client(HTTPBackend):
                 if not decoder.done:
                     try:
                         tail = decoder.close()
+                    except _NotEvents:
+                        raise
                     except StreamError:  # EOF inside an event: a cut stream, not bad SSE
                         raise NetError(
                             f"stream ended before message-end (inside an event, after {acc.events} events)"
@@ -234,6 +243,39 @@ class Client(HTTPBackend):
             unregister()
             if resp is not None:
                 resp.close()
+
+
+class _NotEvents(StreamError):
+    """A JSON body where v2 events were expected."""
+
+
+class _Lines:
+    """`NDJSONDecoder` that refuses a first object that is no v2 event (a plain JSON body)."""
+
+    done = False  # NDJSON has no [DONE]: the stream ends at message-end / EOF
+
+    def __init__(self, ctype: str) -> None:
+        self.ctype = ctype
+        self.decoder = NDJSONDecoder()
+        self.first = True
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        return self._check(self.decoder.feed(chunk))
+
+    def close(self) -> list[dict[str, Any]]:
+        return self._check(self.decoder.close())
+
+    def _check(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.first and events:
+            self.first = False
+            if not isinstance(events[0].get("type"), str):
+                line = json.dumps(events[0], ensure_ascii=False)[:2000]
+                raise _NotEvents(
+                    "expected Content-Type text/event-stream or v2 events as JSON lines, got "
+                    f"{self.ctype!r} with a body that is no event: {line[:200]}",
+                    line=line,
+                )
+        return events
 
 
 class ChatStream:

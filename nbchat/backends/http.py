@@ -2,7 +2,7 @@
 
 `HTTPBackend` (a base class) owns: the key (`Secret`, never in a repr), the base URL, timeouts,
 one pooled ``httpx.Client`` created lazily under a lock (its transport is
-`netio.GuardedTransport`: keep-alive across turns, cancel from any thread), the send loop with
+`transport.GuardedTransport`: keep-alive across turns, cancel from any thread), the send loop with
 retries, and ``preconnect()``.
 
 Retries: 429 and 5xx (honouring Retry-After), connect errors, with exponential backoff and
@@ -247,7 +247,7 @@ class HTTPBackend:
                 if http is None:
                     import httpx
 
-                    from .netio import GuardedTransport
+                    from .transport import GuardedTransport
 
                     transport = GuardedTransport(
                         httpx.create_ssl_context(), proxy=env_proxy(self.base_url)
