@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +25,35 @@ def gguf_path() -> str:
     path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
     assert os.path.exists(path), path
     return path
+
+
+@pytest.fixture(scope="session")
+def echo_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The third-party backend `echo` (tests/plugins/nbchat_echo_backend): pip-installed into a
+    fresh directory, which goes on sys.path and PYTHONPATH (kernels and `nbchat` subprocesses
+    see it); registered through the ``nbchat.backends`` entry-point group, nothing else."""
+    from nbchat.backends import registry
+
+    plugin = Path(__file__).parent / "plugins" / "nbchat_echo_backend"
+    repo = Path(__file__).resolve().parents[1]
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(plugin)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert list(target.glob("nbchat_echo_backend-*.dist-info/entry_points.txt"))
+    old_path = os.environ.get("PYTHONPATH")
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), str(repo), old_path) if p)
+    registry.rescan_entry_points()
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        if old_path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_path
+        registry.unregister_backend("echo")
+        registry.rescan_entry_points()

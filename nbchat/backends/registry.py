@@ -32,6 +32,7 @@ __all__ = [
     "BackendFactory",
     "register_backend",
     "unregister_backend",
+    "rescan_entry_points",
     "backend_names",
     "resolve_name",
     "get_backend",
@@ -79,6 +80,14 @@ def unregister_backend(name: str) -> None:
     with _lock:
         _factories.pop(name.lower(), None)
         _defaults.pop(name.lower(), None)
+
+
+def rescan_entry_points() -> None:
+    """Read the ``nbchat.backends`` group again (after installing a plugin at runtime)."""
+    global _entry_points_read
+    with _lock:
+        _entry_points_read = False
+    _read_entry_points()
 
 
 def _read_entry_points() -> None:
