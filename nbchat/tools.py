@@ -6,6 +6,12 @@ docstring (Google, NumPy or Sphinx style parameter docs). `run_tool_call(call, f
 runs one tool call from an assistant message and returns the ``tool`` message that answers
 it; it never raises: a bad argument string, an unknown tool or an exception inside the
 function becomes an error document the model can read.
+
+Arguments are validated against the signature's type hints (pydantic, imported when a call
+is checked) BEFORE the function runs: ``"3"`` for an ``int`` becomes 3, ``"x"`` is refused
+with an error naming the argument, and the function is not called. `validate_call(call,
+functions)` runs the same check without calling anything (the notebook uses it before it
+asks to approve a call).
 """
 
 from __future__ import annotations
@@ -20,131 +26,19 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .docstrings import parse_docstring
 from .errors import ValidationError, redact
 
-__all__ = ["function_to_tool", "run_tool_call", "parse_docstring", "type_to_schema"]
+__all__ = [
+    "function_to_tool",
+    "run_tool_call",
+    "validate_call",
+    "parse_docstring",
+    "type_to_schema",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NoneType = type(None)
-
-
-# -- docstrings --------------------------------------------------------------------------------
-_GOOGLE_ARGS = re.compile(r"^\s*(Args|Arguments|Parameters|Params)\s*:\s*$", re.I)
-_GOOGLE_SECTION = re.compile(
-    r"^\s*(Returns?|Yields?|Raises?|Examples?|Notes?|See Also|Attributes|Warnings?|References)\s*:\s*$",
-    re.I,
-)
-_NUMPY_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
-_SPHINX_PARAM = re.compile(r"^\s*:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
-
-
-def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """Split a docstring into (description, {parameter: doc}).
-
-    The description is the text before the first section (all paragraphs, joined); parameter
-    docs come from a Google ``Args:`` section, a NumPy ``Parameters`` / ``----------``
-    section or Sphinx ``:param name:`` lines. Continuation lines are joined with spaces.
-    """
-    if not doc:
-        return "", {}
-    lines = inspect.cleandoc(doc).splitlines()
-    params: dict[str, str] = {}
-    desc_lines: list[str] = []
-    i = 0
-    in_desc = True
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if _GOOGLE_ARGS.match(line):
-            in_desc = False
-            i = _parse_google(lines, i + 1, params)
-            continue
-        if line.strip() and _NUMPY_UNDERLINE.match(nxt):
-            in_desc = False
-            if line.strip().lower() in (
-                "parameters",
-                "params",
-                "arguments",
-                "args",
-                "other parameters",
-            ):
-                i = _parse_numpy(lines, i + 2, params)
-            else:
-                i = _skip_numpy(lines, i + 2)
-            continue
-        m = _SPHINX_PARAM.match(line)
-        if m:
-            in_desc = False
-            text = [m.group(2).strip()]
-            i += 1
-            while i < len(lines) and lines[i].startswith((" ", "\t")) and lines[i].strip():
-                text.append(lines[i].strip())
-                i += 1
-            params[m.group(1)] = " ".join(t for t in text if t)
-            continue
-        if _GOOGLE_SECTION.match(line) or line.strip().startswith(":"):
-            in_desc = False
-        if in_desc:
-            desc_lines.append(line)
-        i += 1
-    # Paragraphs of the description joined into one line each, blank line kept between them.
-    paragraphs = [" ".join(p.split()) for p in "\n".join(desc_lines).strip().split("\n\n")]
-    return "\n\n".join(p for p in paragraphs if p), params
-
-
-def _parse_google(lines: list[str], i: int, params: dict[str, str]) -> int:
-    item = re.compile(r"^(\s+)(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
-    base_indent: int | None = None
-    current: str | None = None
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:  # next section or text
-            return i
-        m = item.match(line)
-        if m and (base_indent is None or len(m.group(1)) == base_indent):
-            base_indent = len(m.group(1))
-            current = m.group(2).lstrip("*")
-            params[current] = m.group(4).strip()
-        elif current is not None:
-            params[current] = (params[current] + " " + line.strip()).strip()
-        i += 1
-    return i
-
-
-def _parse_numpy(lines: list[str], i: int, params: dict[str, str]) -> int:
-    current: str | None = None
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if line.strip() and _NUMPY_UNDERLINE.match(nxt):
-            return i  # next section header
-        if not line.strip():
-            i += 1
-            continue
-        if not line.startswith((" ", "\t")):
-            # "name : type" or just "name"; several names "a, b : int" share the doc
-            names = [n.strip().lstrip("*") for n in line.split(":", 1)[0].split(",")]
-            current = ",".join(names)
-            for n in names:
-                params[n] = ""
-        elif current is not None:
-            for n in current.split(","):
-                params[n] = (params[n] + " " + line.strip()).strip()
-        i += 1
-    return i
-
-
-def _skip_numpy(lines: list[str], i: int) -> int:
-    while i < len(lines):
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if lines[i].strip() and _NUMPY_UNDERLINE.match(nxt):
-            return i
-        i += 1
-    return i
 
 
 # -- types -> JSON schema --------------------------------------------------------------------
@@ -344,6 +238,49 @@ def _error_message(call_id: str, text: str) -> dict[str, Any]:
     }
 
 
+def _parse_arguments(raw: Any) -> dict[str, Any] | str:
+    """The call's arguments as a dict, or an error text."""
+    if isinstance(raw, dict):
+        return raw
+    raw = (raw or "").strip()
+    try:
+        args = json.loads(raw) if raw not in ("", "null") else {}
+    except json.JSONDecodeError as exc:
+        return f"arguments are not valid JSON ({exc.msg}): {raw[:200]}"
+    if not isinstance(args, dict):
+        return f"arguments must be a JSON object, got {type(args).__name__}"
+    return args
+
+
+def _prepare(
+    call: dict[str, Any], functions: Mapping[str, Callable[..., Any]]
+) -> tuple[Callable[..., Any], list[Any], dict[str, Any]] | str:
+    """(function, positional args, keyword args) ready to call, or an error text."""
+    fn_part = call.get("function") or {}
+    name = fn_part.get("name") or ""
+    fn = functions.get(name)
+    if fn is None:
+        known = ", ".join(sorted(functions)) or "none"
+        return f"unknown tool {name!r}; available tools: {known}"
+    args = _parse_arguments(fn_part.get("arguments"))
+    if isinstance(args, str):
+        return args
+    from .toolargs import check_arguments
+
+    checked = check_arguments(fn, name, args)
+    if isinstance(checked, str):
+        return checked
+    return (fn, *checked)
+
+
+def validate_call(call: dict[str, Any], functions: Mapping[str, Callable[..., Any]]) -> str | None:
+    """Check a tool call without running it: None when it can run, else the error text the
+    model would get (unknown tool, arguments not a JSON object, an argument of the wrong
+    type, missing or unexpected; each names the argument)."""
+    prepared = _prepare(call, functions)
+    return redact(prepared) if isinstance(prepared, str) else None
+
+
 def run_tool_call(
     call: dict[str, Any], functions: Mapping[str, Callable[..., Any]]
 ) -> dict[str, Any]:
@@ -353,31 +290,17 @@ def run_tool_call(
     ``{"role": "tool", "tool_call_id": id, "content": [{"type": "document", "document": {"data": {...}}}]}``.
     A dict result is the document's data; a list of dicts gives one document per item; any
     other result is ``{"result": value}`` (JSON-serialised, non-JSON values as their repr).
-    Failures never raise: bad JSON arguments, an unknown tool or an exception in the
+    Failures never raise: bad JSON arguments, an unknown tool, arguments that do not fit the
+    signature (see `validate_call`; the function is then not called) or an exception in the
     function give a document ``{"error": "..."}`` so the model can recover.
     """
     call_id = str(call.get("id") or "")
-    fn_part = call.get("function") or {}
-    name = fn_part.get("name") or ""
-    fn = functions.get(name)
-    if fn is None:
-        known = ", ".join(sorted(functions)) or "none"
-        return _error_message(call_id, f"unknown tool {name!r}; available tools: {known}")
-    raw = fn_part.get("arguments")
-    if isinstance(raw, dict):
-        args = raw
-    else:
-        raw = (raw or "").strip()
-        try:
-            args = json.loads(raw) if raw not in ("", "null") else {}
-        except json.JSONDecodeError as exc:
-            return _error_message(call_id, f"arguments are not valid JSON ({exc.msg}): {raw[:200]}")
-    if not isinstance(args, dict):
-        return _error_message(
-            call_id, f"arguments must be a JSON object, got {type(args).__name__}"
-        )
+    prepared = _prepare(call, functions)
+    if isinstance(prepared, str):
+        return _error_message(call_id, prepared)
+    fn, positional, keywords = prepared
     try:
-        result = fn(**args)
+        result = fn(*positional, **keywords)
     except Exception as exc:  # the model sees the error and can retry or explain
         return _error_message(call_id, f"{type(exc).__name__}: {exc}")
     return {"role": "tool", "tool_call_id": call_id, "content": _result_documents(result)}
