@@ -221,7 +221,7 @@ def test_run_tool_call_shapes() -> None:
         (_call("add", "[1, 2]"), "must be a JSON object"),
         (_call("add", '{"zzz": 1}'), "unexpected argument 'zzz'"),
         (_call("add", '{"a": "x"}'), "argument 'a'"),
-        (_call("add", '{}'), "argument 'a' is required"),
+        (_call("add", "{}"), "argument 'a' is required"),
     ],
 )
 def test_run_tool_call_errors_become_documents(call: dict, expected: str) -> None:
