@@ -79,6 +79,59 @@ def serve(cert: str, key: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def serve_h2(cert: str, key: str) -> None:
+    """The same stream over HTTP/2 only (h2, asyncio): one DATA frame write per event."""
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    frames = [f + b"\n\n" for f in CAPTURE.read_bytes().split(b"\n\n") if f.strip()]
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+
+    class H2(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: asyncio.Transport = transport  # type: ignore[assignment]
+            config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+            self.conn = h2.connection.H2Connection(config=config)
+            self.conn.initiate_connection()
+            self.t.write(self.conn.data_to_send())
+
+        def data_received(self, data: bytes) -> None:
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.respond(event.stream_id)
+            self.t.write(self.conn.data_to_send())
+
+        def respond(self, sid: int) -> None:
+            headers = [(b":status", b"200"), (b"content-type", b"text/event-stream")]
+            self.conn.send_headers(sid, headers)
+            self.t.write(self.conn.data_to_send())
+            for frame in frames:
+                self.conn.send_data(sid, frame)
+                self.t.write(self.conn.data_to_send())
+            self.conn.end_stream(sid)
+
+    async def main() -> None:
+        import socket
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        srv = await asyncio.get_running_loop().create_server(H2, sock=sock, ssl=ctx)
+        print("PORT", sock.getsockname()[1], flush=True)
+        async with srv:
+            await srv.serve_forever()
+
+    asyncio.run(main())
+
+
 # -- proxy (its own process) ----------------------------------------------------------------------
 def proxy(target: int, delay: float) -> None:
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -134,11 +187,12 @@ def worker(kind: str, url: str, turns: int, pause: float) -> None:
     import httpx
 
     ttft: list[float] = []
-    if kind in ("nbchat", "nbchat+preconnect", "before"):
+    if kind.startswith(("nbchat", "before")):
         from nbchat.backends.cohere import Client
 
         client = Client(api_key=KEY, base_url=url)
-        if kind == "nbchat+preconnect":
+        client.http2 = "h2" in kind
+        if kind.endswith("+preconnect"):
             client.preconnect()
         time.sleep(pause)
         for _ in range(turns):
@@ -165,7 +219,7 @@ def worker(kind: str, url: str, turns: int, pause: float) -> None:
     else:  # the floor: bare httpx, one keep-alive client
         body = {"model": MODEL, "messages": MESSAGES, "stream": True}
         headers = {"Authorization": f"Bearer {KEY}", "Accept": "text/event-stream"}
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60, http2=kind == "httpx-h2") as http:
             time.sleep(pause)
             for _ in range(turns):
                 t0 = time.perf_counter()
@@ -240,12 +294,19 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=20.0, help="ms added each way by the proxy")
     ap.add_argument("--pause", type=float, default=0.5, help="s between client creation and turn 1")
     ap.add_argument("--before", help="an older nbchat source tree to compare (its root folder)")
+    ap.add_argument(
+        "--h2", action="store_true", help="HTTP/2-only server (needs h2): nbchat vs httpx, both h2"
+    )
     ap.add_argument("--serve", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-h2", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     ap.add_argument("--proxy", nargs=2, metavar=("PORT", "DELAY"), help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "URL", "N", "P"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(*args.serve)
+        return 0
+    if args.serve_h2:
+        serve_h2(*args.serve_h2)
         return 0
     if args.proxy:
         proxy(int(args.proxy[0]), float(args.proxy[1]))
@@ -256,12 +317,17 @@ def main() -> int:
         return 0
 
     kinds = ["nbchat", "sdk", "httpx", "nbchat+preconnect"] + (["before"] if args.before else [])
+    floor_kind, sdk_kind = "httpx", "sdk"
+    if args.h2:
+        kinds = ["nbchat-h2", "httpx-h2"]
+        floor_kind = sdk_kind = "httpx-h2"
     tmp = tempfile.mkdtemp(prefix="hosted-turns-")
     cert, key = make_cert(tmp)
-    env = {**os.environ, "SSL_CERT_FILE": cert, "PYTHONPATH": str(ROOT)}
+    extra = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "SSL_CERT_FILE": cert, "PYTHONPATH": os.pathsep.join([str(ROOT), extra])}
     env.pop("SSL_CERT_DIR", None)
     env.pop("CO_API_URL", None)
-    server, sport = start(["--serve", cert, key], env)
+    server, sport = start(["--serve-h2" if args.h2 else "--serve", cert, key], env)
     prox, pport = start(["--proxy", str(sport), str(args.delay / 1000)], env)
     counter = Counter(prox)
     url = f"https://127.0.0.1:{pport}"
@@ -273,7 +339,7 @@ def main() -> int:
             for kind in kinds:
                 wenv = dict(env)
                 if kind == "before":
-                    wenv["PYTHONPATH"] = os.path.abspath(args.before)
+                    wenv["PYTHONPATH"] = os.pathsep.join([os.path.abspath(args.before), extra])
                 before = counter.value()
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", kind, url]
@@ -293,10 +359,10 @@ def main() -> int:
         for proc in (prox, server):
             proc.terminate()
             proc.wait(5)
-    floor = statistics.median(rest["httpx"])
-    floor1 = statistics.median(first["httpx"])
-    sdk = statistics.median(rest["sdk"])
-    sdk1 = statistics.median(first["sdk"])
+    floor = statistics.median(rest[floor_kind])
+    floor1 = statistics.median(first[floor_kind])
+    sdk = statistics.median(rest[sdk_kind])
+    sdk1 = statistics.median(first[sdk_kind])
     print(
         f"{args.rounds} client instances x {args.turns} turns each, TLS, +{args.delay:g} ms each "
         f"way ({2 * args.delay:g} ms RTT), {args.pause:g} s pause before turn 1"
@@ -308,7 +374,7 @@ def main() -> int:
     for kind in kinds:
         t1 = statistics.median(first[kind])
         tn = statistics.median(rest[kind])
-        label = "httpx (floor)" if kind == "httpx" else kind
+        label = f"{kind} (floor)" if kind == floor_kind else kind
         print(
             f"  {label:18s} {statistics.mean(conns[kind]):>14.1f} {t1 * 1000:>7.1f}ms"
             f" {t1 / floor1:>6.2f}x {t1 / sdk1:>5.2f}x {tn * 1000:>9.1f}ms"

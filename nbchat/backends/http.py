@@ -215,6 +215,7 @@ class HTTPBackend:
     backoff = 0.5  # first retry delay (s); doubles each attempt, +-25 % jitter
     max_backoff = 8.0
     max_retry_wait = 60.0  # cap on a server's Retry-After
+    http2 = False  # offer HTTP/2 (needs the h2 package); measured no faster: bench/hosted_turns.py
 
     base_url: str
 
@@ -250,7 +251,9 @@ class HTTPBackend:
                     from .transport import GuardedTransport
 
                     transport = GuardedTransport(
-                        httpx.create_ssl_context(), proxy=env_proxy(self.base_url)
+                        httpx.create_ssl_context(),
+                        proxy=env_proxy(self.base_url),
+                        http2=self.http2,
                     )
                     http = httpx.Client(
                         transport=transport,

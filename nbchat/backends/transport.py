@@ -91,6 +91,7 @@ class GuardedTransport(httpx.BaseTransport):
             network_backend=self.backend,
         )
         self.proxied = bool(proxy)
+        self.http2 = http2
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -119,8 +120,8 @@ class GuardedTransport(httpx.BaseTransport):
 
     def preconnect(self, url: httpx.URL, timeout: float | None) -> None:
         """Blocking TCP(+TLS) to ``url``'s origin, kept for its next request (see the module)."""
-        if self.proxied or url.scheme not in ("http", "https"):
-            return
+        if self.proxied or self.http2 or url.scheme not in ("http", "https"):
+            return  # (an h2 server speaks first: a spare's readability check cannot tell)
         port = url.port or (443 if url.scheme == "https" else 80)
         ctx = self.ssl_context if url.scheme == "https" else None
         self.backend.preconnect(url.host, port, ctx, timeout)
