@@ -15,6 +15,8 @@ import pytest
 
 for _name in ("CO_API_KEY", "COHERE_API_KEY", "CO_API_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(_name, None)
+# %load_ext opens the hosted API's connection in the background; not in tests (they opt in)
+os.environ["NBCHAT_PRECONNECT"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -302,3 +302,30 @@ def test_json_lines_stream_is_read_like_sse(ctype):
         assert stream.response["message"]["content"][0]["text"] == "Hello wörld"
         assert srv.last.headers["accept"] == "text/event-stream"
         assert turn(client) == "sse" and srv.connections == 1
+
+
+def test_load_ext_preconnects_the_connection_the_first_chat_uses(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    with V2Server() as srv:
+        monkeypatch.setenv("NBCHAT_PRECONNECT", "1")
+        monkeypatch.setenv("CO_API_KEY", KEY)
+        monkeypatch.setenv("CO_API_URL", srv.url)
+        shell = InteractiveShell.instance()
+        try:
+            shell.run_line_magic("load_ext", "nbchat")
+            deadline = time.monotonic() + 10
+            while srv.connections == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            assert srv.connections == 1 and srv.requests == []  # connected, nothing sent
+            srv.push(ok("pre", "connected"))
+            with capture_output():
+                result = shell.run_cell("%%chat -m command-a-03-2025\nhello")
+            assert result.success
+            assert len(srv.requests) == 1 and srv.connections == 1  # the turn used it
+            assert shell.user_ns["chat"].turns[-1].text == "preconnected"
+        finally:
+            shell.run_line_magic("unload_ext", "nbchat")
+            InteractiveShell.clear_instance()

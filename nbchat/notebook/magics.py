@@ -168,6 +168,26 @@ class ChatMagics(Magics):
             self._backends[key] = backend
         return backend
 
+    def preconnect(self) -> None:
+        """At %load_ext: open the hosted backend's connection in the background, so the first
+        turn skips TCP and TLS (bench/hosted_turns.py). No request is sent, nothing is shown
+        on failure; NBCHAT_PRECONNECT=0 turns it off."""
+        import os
+        import threading
+
+        if os.environ.get("NBCHAT_PRECONNECT", "1") == "0":
+            return
+
+        def run() -> None:
+            try:
+                name = self.backend_name(None)
+                if name in ("cohere", "v2"):  # the same instance the first %%chat takes
+                    self.backend(name, None).preconnect()
+            except Exception:
+                pass
+
+        threading.Thread(target=run, name="nbchat-preconnect", daemon=True).start()
+
 
 # -- extension hooks --------------------------------------------------------------------------------
 def _owned_by_us(func: Any) -> bool:
@@ -197,6 +217,7 @@ def load_ipython_extension(ipython: Any) -> None:
             )
             continue
         ipython.magics_manager.register_function(func, kind, "chat")
+    magics.preconnect()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
