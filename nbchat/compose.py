@@ -15,7 +15,10 @@ How the body is made, in order:
    this request: the conversation's own system message is dropped from the history and the
    new one (if non-empty) goes first. Without the key the conversation's system prompt is
    used as it is. `Composed.sets_system` tells the runner to store it with the turn.
-3. **user message**: `user_content` (text, content blocks or a user message dict).
+3. **user message**: `user_content` (text, content blocks or a user message dict), plus
+   ``params["images"]`` (kernel objects, bytes, paths or URLs; `nbchat.images`) appended as
+   ``image_url`` blocks with ``params["image_detail"]``; Cohere's per-request limits count
+   the history's images too.
 4. **params**: v2 fields (``messages`` and ``stream`` in `params` are ignored).
 5. **tools**: ``params["tools"]`` and `tools` may hold v2 tool dicts or Python functions;
    functions become tool definitions (`tools.function_to_tool`) and are returned in
@@ -23,7 +26,9 @@ How the body is made, in order:
    same name replaces an earlier one.
 6. **model**: ``params["model"]``, else `backends.resolve_model(backend)` (the one model
    policy), when a backend is given.
-7. `protocol.validate_request` on the whole body (cross-field rules included).
+7. `protocol.validate_request` on the whole body (cross-field rules included), then the
+   backend's own ``check_request(request)`` when it has one (the embedded engine refuses
+   images and ``thinking`` enabled there, naming the field and the model).
 
 Later tool rounds add the assistant/tool messages and go through `round_request`.
 """
@@ -38,11 +43,19 @@ from typing import Any, Protocol
 
 from .backends.base import Backend
 from .backends.registry import resolve_model
+from .images import count_images, image_blocks
 from .protocol.messages import as_message
 from .protocol.request import validate_request
 from .protocol.types import CellInfo, Message, Request, ToolDef
 
-__all__ = ["Composed", "HistorySource", "build_request", "round_request", "turn_params"]
+__all__ = [
+    "Composed",
+    "HistorySource",
+    "build_request",
+    "round_request",
+    "turn_params",
+    "with_images",
+]
 
 ToolLike = Callable[..., Any] | ToolDef | Mapping[str, Any]
 SystemPrompt = str | list[Any] | None
@@ -103,6 +116,25 @@ def round_request(params: Mapping[str, Any], messages: Sequence[Message]) -> Req
     return validate_request(body)  # type: ignore[return-value]
 
 
+def with_images(
+    user: Message,
+    images: Any,
+    detail: str | None = None,
+    *,
+    already: int = 0,
+    field: str = "images",
+    detail_field: str = "image_detail",
+) -> Message:
+    """`user` with `images` appended as ``image_url`` blocks (text content becomes a text
+    block first). `already`: images elsewhere in the request (Cohere's limits are per request);
+    `field`/`detail_field` name the argument or flag in errors."""
+    blocks = image_blocks(images, detail, field=field, detail_field=detail_field, already=already)
+    content = user.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}] if content else []
+    return {**user, "content": [*copy.deepcopy(list(content or [])), *blocks]}
+
+
 def _tool_name(tool: Mapping[str, Any]) -> str | None:
     fn = tool.get("function")
     name = fn.get("name") if isinstance(fn, Mapping) else None
@@ -139,6 +171,7 @@ def build_request(
     fields.pop("messages", None)
     fields.pop("stream", None)
     sets_system = "system" in fields
+    images, image_detail = fields.pop("images", None), fields.pop("image_detail", None)
     new_system: SystemPrompt = fields.pop("system", None)
     tool_items = list(fields.pop("tools", None) or []) + list(tools or [])
     defs, functions = _tools(tool_items)
@@ -162,8 +195,13 @@ def build_request(
             history = history[1:]  # the new system prompt replaces the conversation's
     if sets_system and new_system:
         history = [{"role": "system", "content": copy.deepcopy(new_system)}, *history]
+    if images is not None or image_detail is not None:
+        user = with_images(user, images, image_detail, already=len(count_images(history)))
     body = {**fields, "messages": [*history, user], "stream": True}
     request: Request = validate_request(body)  # type: ignore[assignment]
+    check = getattr(backend, "check_request", None)
+    if callable(check):
+        check(request)
     return Composed(
         request=request,
         user_message=user,

@@ -4,8 +4,11 @@
   a plain JSON list of v2 messages is read too.
 * JSONL: the same header (without ``turns``) on the first line, then one turn per line, so
   a long conversation can be appended to and streamed.
-* DataFrame: one row per message (`COLUMNS`). Columns holding structures (``tool_calls``,
-  ``citations``, ``params``, ``message``) hold **JSON text**, and token counts are integers
+* DataFrame: one row per message (`COLUMNS`). ``thinking`` holds an assistant's thinking;
+  ``images`` a short placeholder per sent image (``[image 640×480 png 48 KB]``), and the
+  ``message`` column has the same placeholders instead of the base64 (only JSON keeps the
+  images; `from_dataframe` turns them into that text). Columns holding structures
+  (``images``, ``tool_calls``, ``citations``, ``params``, ``message``) hold **JSON text**, and token counts are integers
   (pandas ``Int64``), so ``df.to_csv()`` and ``pd.read_csv()`` keep every value exactly.
   `from_dataframe` reads such a frame back (JSON only: no Python literal is ever evaluated);
   an edited ``text`` cell replaces that message's text.
@@ -21,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .images import PLACEHOLDER_PREFIX, count_images, placeholder, strip_images
 from .protocol.messages import display_text
 from .turn import Turn
 
@@ -47,6 +51,8 @@ COLUMNS = (
     "turn",
     "role",
     "text",
+    "thinking",
+    "images",
     "tool_plan",
     "tool_calls",
     "tool_call_id",
@@ -65,7 +71,7 @@ COLUMNS = (
     "turn_id",
     "message",
 )
-_JSON_COLUMNS = ("tool_calls", "citations", "params", "message")
+_JSON_COLUMNS = ("images", "tool_calls", "citations", "params", "message")
 _INT_COLUMNS = ("input_tokens", "output_tokens", "execution_count")
 
 
@@ -178,6 +184,8 @@ def _row(turn_no: int, m: dict[str, Any], snap: dict[str, Any] | None) -> dict[s
         "turn": turn_no,
         "role": m.get("role"),
         "text": display_text(m),
+        "thinking": _thinking(m),
+        "images": _json_cell(_images(m)),
         "tool_plan": m.get("tool_plan"),
         "tool_calls": _json_cell(m.get("tool_calls")),
         "tool_call_id": m.get("tool_call_id"),
@@ -194,8 +202,27 @@ def _row(turn_no: int, m: dict[str, Any], snap: dict[str, Any] | None) -> dict[s
         "execution_count": cell.get("execution_count"),
         "response_id": rids[-1] if rids else None,
         "turn_id": snap.get("id"),
-        "message": _json_cell(m),
+        "message": _json_cell(strip_images(m)),
     }
+
+
+def _thinking(m: dict[str, Any]) -> str | None:
+    """The assistant's thinking blocks joined, or None."""
+    content = m.get("content")
+    if not isinstance(content, list):
+        return None
+    parts = [
+        b.get("thinking") or ""
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "thinking"
+    ]
+    return "".join(parts) if parts else None
+
+
+def _images(m: dict[str, Any]) -> list[str] | None:
+    """A short placeholder per image block (``[image 640×480 png 48 KB]``), or None."""
+    blocks = count_images([m])
+    return [placeholder(b) for b in blocks] or None
 
 
 def from_dataframe(cls: Any, df: Any) -> Any:
@@ -333,7 +360,7 @@ def _message_from_row(r: dict[str, Any], row: int = 0) -> dict[str, Any]:
                 msg["content"] = others + [{"type": "text", "text": text}]
             else:
                 msg["content"] = text
-        return msg
+        return _unstrip(msg)
     role = _scalar(r.get("role")) or "user"
     msg = {"role": role}
     if role == "tool":
@@ -355,4 +382,16 @@ def _message_from_row(r: dict[str, Any], row: int = 0) -> dict[str, Any]:
         v = _json_column(r, key, row)
         if v:
             msg[key] = v
+    return msg
+
+
+def _unstrip(msg: dict[str, Any]) -> dict[str, Any]:
+    """An image the DataFrame holds only as a placeholder comes back as that placeholder
+    text (said, not silently dropped): the image itself is only in the JSON export."""
+    content = msg.get("content")
+    if isinstance(content, list):
+        for i, b in enumerate(content):
+            url = (b.get("image_url") or {}).get("url") if isinstance(b, dict) else None
+            if isinstance(url, str) and url.startswith(PLACEHOLDER_PREFIX):
+                content[i] = {"type": "text", "text": url}
     return msg

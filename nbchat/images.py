@@ -35,12 +35,14 @@ __all__ = [
     "count_images",
     "image_info",
     "placeholder",
+    "PLACEHOLDER_PREFIX",
     "thumbnail",
     "strip_images",
     "sniff",
 ]
 
 DETAILS = ("auto", "low", "high")
+PLACEHOLDER_PREFIX = "[image"
 MAX_IMAGES = 20  # Cohere: at most 20 images per request
 
 

@@ -693,8 +693,16 @@ class LocalBackend:
             )
         return _engine(path, self.n_ctx, self.n_threads)
 
+    def check_request(self, request: dict[str, Any]) -> None:
+        """Refuse what the model cannot take (image_url blocks, ``thinking`` enabled) with a
+        ValidationError naming the field and the model; ``thinking`` disabled is fine."""
+        from .capabilities import refuse_unsupported
+
+        refuse_unsupported(request, str(request.get("model") or MODEL_NAME))
+
     def stream(self, request: dict[str, Any], cancel: Cancel | None = None) -> Iterator[dict]:
         """Queue `request` on the engine and yield its events as they are produced."""
+        self.check_request(request)
         eng = self.engine(request.get("model"))
         limit = request.get("time_limit", self.time_limit)
         job = eng.submit(request, float(limit) if limit else None)

@@ -35,11 +35,15 @@ Request mapping (v2 -> OpenAI)
   422) and wants ``{"type": "json_object", "schema": ...}`` instead: on a 400/422/500 naming response_format the
   request is resent once in that form and the backend remembers it
   (``response_format_style="llama.cpp"`` selects it from the start).
-* ``thinking`` and ``priority`` have no OpenAI equivalent and are not sent.
+* ``thinking`` -> ``chat_template_kwargs: {enable_thinking, thinking}`` (true/false; what
+  reasoning chat templates read on vLLM, SGLang and llama.cpp's server), not sent to
+  api.openai.com; ``token_budget`` and ``priority`` have no OpenAI equivalent and are not
+  sent (see `backends.reasoning`).
 
 Response mapping (OpenAI chunks -> v2 events)
 ---------------------------------------------
-``message-start`` is sent once the server answered 200; ``delta.content`` -> content-start/
+``message-start`` is sent once the server answered 200; ``delta.reasoning_content`` /
+``delta.reasoning`` (reasoning parsers) -> a thinking block; ``delta.content`` -> content-start/
 content-delta (logprobs -> ``{token_ids, text, logprobs}``: OpenAI sends no token ids, so
 ``token_ids`` is ``[]`` unless vLLM's ``return_tokens_as_token_ids`` form ``token_id:N`` is
 seen); ``delta.tool_calls`` -> tool-call-start/delta/end, a new call at each new ``index`` (no

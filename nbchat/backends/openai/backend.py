@@ -14,6 +14,7 @@ from ...errors import APIError, Cancelled, StreamError, ValidationError
 from ...errors import ConnectionError as NetError
 from ..base import Cancel
 from ..http import HTTPBackend, body_chunks, drain, read_body, stream_failure
+from ..reasoning import openai_thinking_fields
 from .chunks import ChunkTranslator
 from .request import to_openai_request
 
@@ -192,6 +193,7 @@ class OpenAIBackend(HTTPBackend):
             body = to_openai_request(
                 request, model, send_top_k=self._send_top_k, response_format_style=style
             )
+            body.update(openai_thinking_fields(request.get("thinking"), self.base_url))
             return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
         def resend(status: int, raw: bytes) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..reasoning import reasoning_piece
+
 _TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
 # A reply "ends naturally" when its last visible character closes a sentence or a structure.
 _NATURAL_END = set(".!?…。！？)]}\"'`*>|")
@@ -123,6 +125,9 @@ class ChunkTranslator:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested; be safe
             delta = choice.get("delta") or {}
+            thought = reasoning_piece(delta)  # vLLM / llama.cpp reasoning parsers
+            if thought is not None:
+                out += self._thinking(thought)
             piece = delta.get("content")
             if isinstance(piece, str) and piece:
                 out += self._text(piece, _logprob_item(choice.get("logprobs")))
@@ -132,6 +137,14 @@ class ChunkTranslator:
                 self.finish_reason = choice["finish_reason"]
                 self.last_choice = choice
         return out
+
+    def _thinking(self, piece: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self._call_key is not None:
+            out.append(self.builder.tool_call_end())
+            self._call_key = None
+        self.chunks += 1
+        return out + self.builder.thinking(piece)
 
     def _text(self, piece: str, logprobs: dict[str, Any] | None) -> list[dict[str, Any]]:
         b = self.builder
