@@ -39,7 +39,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .backends.base import Backend
 from .backends.registry import resolve_model
@@ -129,10 +129,11 @@ def with_images(
     block first). `already`: images elsewhere in the request (Cohere's limits are per request);
     `field`/`detail_field` name the argument or flag in errors."""
     blocks = image_blocks(images, detail, field=field, detail_field=detail_field, already=already)
-    content = user.get("content")
+    content: Any = user.get("content")
     if isinstance(content, str):
         content = [{"type": "text", "text": content}] if content else []
-    return {**user, "content": [*copy.deepcopy(list(content or [])), *blocks]}
+    out: Any = {**user, "content": [*copy.deepcopy(list(content or [])), *blocks]}
+    return cast(Message, out)
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str | None:
