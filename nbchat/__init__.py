@@ -21,6 +21,9 @@ _LAZY = {
     "Accumulator": "nbchat.protocol.accumulator",
     "Cancel": "nbchat.backends.base",
     "get_backend": "nbchat.backends",
+    "register_backend": "nbchat.backends",
+    "build_request": "nbchat.compose",
+    "Composed": "nbchat.compose",
     "NbChatError": "nbchat.errors",
     "ValidationError": "nbchat.errors",
     "APIError": "nbchat.errors",
@@ -33,7 +36,10 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"])
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .backends import get_backend, register_backend  # noqa: F401
+    from .backends.base import Cancel  # noqa: F401
     from .backends.cohere import ChatStream, Client  # noqa: F401
+    from .compose import Composed, build_request  # noqa: F401
     from .conversation import Conversation, Turn  # noqa: F401
     from .errors import (  # noqa: F401
         APIError,

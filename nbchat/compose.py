@@ -113,7 +113,7 @@ def round_request(params: Mapping[str, Any], messages: Sequence[Message]) -> Req
     `Composed.params`) with the messages as they are now."""
     body = {**copy.deepcopy(dict(params)), "messages": copy.deepcopy(list(messages))}
     body["stream"] = True
-    return validate_request(body)  # type: ignore[return-value]
+    return validate_request(body)
 
 
 def with_images(
@@ -199,7 +199,7 @@ def build_request(
     if images is not None or image_detail is not None:
         user = with_images(user, images, image_detail, already=len(count_images(history)))
     body = {**fields, "messages": [*history, user], "stream": True}
-    request: Request = validate_request(body)  # type: ignore[assignment]
+    request = validate_request(body)
     check = getattr(backend, "check_request", None)
     if callable(check):
         check(request)

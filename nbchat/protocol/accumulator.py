@@ -9,7 +9,10 @@ usage, logprobs and an in-stream error. Unknown events and fields are ignored, n
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
+
+from .types import AssistantMessage, Response
 
 __all__ = ["Accumulator"]
 
@@ -34,7 +37,7 @@ class Accumulator:
         self.ended = False
 
     # -- feeding -----------------------------------------------------------------------------
-    def feed(self, event: dict[str, Any]) -> None:
+    def feed(self, event: Mapping[str, Any]) -> None:
         """Fold one event. A malformed event (wrong types from a broken server) is counted in
         `.malformed` and skipped: what was accumulated so far stays readable."""
         self.events += 1
@@ -43,7 +46,7 @@ class Accumulator:
         except (TypeError, AttributeError, KeyError, ValueError):
             self.malformed += 1
 
-    def _feed(self, event: dict[str, Any]) -> None:
+    def _feed(self, event: Mapping[str, Any]) -> None:
         t = event.get("type")
         if t == "content-delta":  # hot path first
             try:  # the wire shape, without helper calls
@@ -151,7 +154,7 @@ class Accumulator:
         return out
 
     @property
-    def message(self) -> dict[str, Any]:
+    def message(self) -> AssistantMessage:
         """The assistant message, in the shape `messages=` accepts (empty collections omitted)."""
         msg: dict[str, Any] = {"role": "assistant"}
         content = []
@@ -168,10 +171,10 @@ class Accumulator:
             msg["tool_calls"] = self.tool_calls
         if self.citations:
             msg["citations"] = copy.deepcopy(self.citations)
-        return msg
+        return cast(AssistantMessage, msg)
 
     @property
-    def response(self) -> dict[str, Any]:
+    def response(self) -> Response:
         """The non-stream v2 response: id, finish_reason, message, usage (+ logprobs, error)."""
         resp: dict[str, Any] = {
             "id": self.id,
@@ -186,10 +189,10 @@ class Accumulator:
             resp["error"] = self.error
             if self.error_type is not None:
                 resp["error_type"] = self.error_type
-        return resp
+        return cast(Response, resp)
 
 
-def _message(event: dict[str, Any]) -> dict[str, Any]:
+def _message(event: Mapping[str, Any]) -> dict[str, Any]:
     delta = event.get("delta")
     if not isinstance(delta, dict):
         return {}
@@ -201,6 +204,6 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _index(event: dict[str, Any], default: int = 0) -> int:
+def _index(event: Mapping[str, Any], default: int = 0) -> int:
     idx = event.get("index", default)
     return idx if idx.__class__ is int else default

@@ -16,10 +16,11 @@ Grammar (``check_order`` verifies it)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .request import FINISH_REASONS
+from .types import Event, Usage
 
 __all__ = ["StreamBuilder", "usage_dict", "new_id", "check_order"]
 
@@ -31,7 +32,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def usage_dict(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage_dict(input_tokens: int, output_tokens: int) -> Usage:
     """The v2 ``usage`` object; a local engine bills exactly the tokens it used."""
     return {
         "billed_units": {"input_tokens": input_tokens, "output_tokens": output_tokens},
@@ -57,7 +58,7 @@ class StreamBuilder:
         self._citation_index = -1
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Event:
         if self._started:
             raise RuntimeError("message-start was already emitted")
         self._started = True
@@ -82,7 +83,7 @@ class StreamBuilder:
             raise RuntimeError("the message already ended")
 
     # -- content blocks --------------------------------------------------------------------------
-    def _open(self, kind: str) -> list[dict[str, Any]]:
+    def _open(self, kind: str) -> list[Event]:
         self._check()
         if self._call_open:
             raise RuntimeError("a tool call is open: call tool_call_end() first")
@@ -100,7 +101,7 @@ class StreamBuilder:
         )
         return out
 
-    def text(self, piece: str, logprobs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def text(self, piece: str, logprobs: dict[str, Any] | None = None) -> list[Event]:
         """A text piece; opens a text block first when none is open."""
         out = self._open("text") if self._open_kind != "text" else []
         ev: dict[str, Any] = {
@@ -110,10 +111,10 @@ class StreamBuilder:
         }
         if logprobs is not None:
             ev["logprobs"] = logprobs
-        out.append(ev)
+        out.append(ev)  # type: ignore[arg-type]
         return out
 
-    def thinking(self, piece: str) -> list[dict[str, Any]]:
+    def thinking(self, piece: str) -> list[Event]:
         """A reasoning piece; opens a thinking block first when none is open."""
         out = self._open("thinking") if self._open_kind != "thinking" else []
         out.append(
@@ -125,7 +126,7 @@ class StreamBuilder:
         )
         return out
 
-    def close_content(self) -> list[dict[str, Any]]:
+    def close_content(self) -> list[Event]:
         """content-end for the open block, if any."""
         if self._open_kind is None:
             return []
@@ -133,7 +134,7 @@ class StreamBuilder:
         return [{"type": "content-end", "index": self._content_index}]
 
     # -- tool calls --------------------------------------------------------------------------------
-    def tool_plan(self, piece: str) -> dict[str, Any]:
+    def tool_plan(self, piece: str) -> Event:
         self._check()
         if self._open_kind is not None:
             raise RuntimeError("a content block is open: call close_content() first")
@@ -141,7 +142,7 @@ class StreamBuilder:
             raise RuntimeError("tool-plan-delta must come before the tool calls")
         return {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": piece}}}
 
-    def tool_call_start(self, id: str, name: str, arguments: str = "") -> dict[str, Any]:
+    def tool_call_start(self, id: str, name: str, arguments: str = "") -> Event:
         self._check()
         if self._open_kind is not None:
             raise RuntimeError("a content block is open: call close_content() first")
@@ -163,7 +164,7 @@ class StreamBuilder:
             },
         }
 
-    def tool_call_delta(self, arguments: str) -> dict[str, Any]:
+    def tool_call_delta(self, arguments: str) -> Event:
         self._check()
         if not self._call_open:
             raise RuntimeError("no tool call is open: call tool_call_start() first")
@@ -173,7 +174,7 @@ class StreamBuilder:
             "delta": {"message": {"tool_calls": {"function": {"arguments": arguments}}}},
         }
 
-    def tool_call_end(self) -> dict[str, Any]:
+    def tool_call_end(self) -> Event:
         self._check()
         if not self._call_open:
             raise RuntimeError("no tool call is open")
@@ -181,7 +182,7 @@ class StreamBuilder:
         return {"type": "tool-call-end", "index": self._call_index}
 
     # -- citations ---------------------------------------------------------------------------------
-    def citation(self, citation: dict[str, Any]) -> list[dict[str, Any]]:
+    def citation(self, citation: dict[str, Any]) -> list[Event]:
         """citation-start + citation-end; citation indices count independently of content."""
         self._check()
         self._citation_index += 1
@@ -195,10 +196,10 @@ class StreamBuilder:
     def end(
         self,
         finish_reason: str,
-        usage: dict[str, Any] | None = None,
+        usage: Usage | dict[str, Any] | None = None,
         error: str | None = None,
         error_type: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Event]:
         """Close what is open, then message-end.
 
         Usage is always present: `usage_dict(0, 0)` when not given, except for ERROR where
@@ -226,7 +227,7 @@ class StreamBuilder:
         return self._ended
 
 
-def check_order(events: Iterable[dict[str, Any]]) -> None:
+def check_order(events: Iterable[Mapping[str, Any]]) -> None:
     """Raise ValueError unless the events follow the v2 stream grammar (indices included).
 
     Lenient where Cohere is: citation pairs may appear anywhere between message-start and

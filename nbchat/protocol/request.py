@@ -24,10 +24,12 @@ import copy
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ..errors import ValidationError
 from .messages import message_text  # noqa: F401  (re-exported: old import path)
+from .types import Request
 
 __all__ = [
     "validate_request",
@@ -211,7 +213,7 @@ def _enum(
 
 
 # -- the request -------------------------------------------------------------------------------
-def validate_request(body: dict[str, Any]) -> dict[str, Any]:
+def validate_request(body: Mapping[str, Any]) -> Request:
     """Check a v2 chat request against every rule; return a normalized deep copy.
 
     Raises `ValidationError` (field, value, allowed) for the first violation found.
@@ -270,7 +272,7 @@ def validate_request(body: dict[str, Any]) -> dict[str, Any]:
     if "safety_mode" in req:
         _check_safety_mode(req)
     _check_utf8(req)
-    return req
+    return cast(Request, req)
 
 
 def _check_safety_mode(req: dict[str, Any]) -> None:

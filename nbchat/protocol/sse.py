@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import StreamError
+from .types import Event
 
 __all__ = ["SSEDecoder", "encode_event", "DONE", "decode_all"]
 
@@ -26,7 +27,7 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8-sig")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
+def encode_event(event: Mapping[str, Any]) -> bytes:
     """Frame one event exactly as Cohere does: ``event: <type>\\ndata: <compact json>\\n\\n``."""
     return b"event: %s\ndata: %s\n\n" % (
         str(event.get("type", "message")).encode(),
@@ -49,11 +50,11 @@ class SSEDecoder:
         self._event: str | None = None
         self.done = False
 
-    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+    def feed(self, chunk: bytes) -> list[Event]:
         """All complete events in `chunk` (plus what earlier chunks left pending)."""
         return list(self.iter_feed(chunk))
 
-    def iter_feed(self, chunk: bytes) -> Iterator[dict[str, Any]]:
+    def iter_feed(self, chunk: bytes) -> Iterator[Event]:
         """Like `feed`, but yields each event as soon as it is parsed.
 
         Faster for big chunks: the consumer drops each event before the next is built, so
@@ -100,7 +101,7 @@ class SSEDecoder:
             elif line[:6] == "event:":
                 event = line[6:].strip()
             else:
-                out: list[dict[str, Any]] = []
+                out: list[Event] = []
                 self._event = event
                 self._line(line, out)
                 data = self._data
@@ -110,9 +111,9 @@ class SSEDecoder:
                     break
         self._event = event
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self) -> list[Event]:
         """End of input: dispatch what is pending (a last event without its blank line)."""
-        out: list[dict[str, Any]] = []
+        out: list[Event] = []
         if self.done:
             return out
         try:
@@ -132,7 +133,7 @@ class SSEDecoder:
             self._dispatch(out)
         return out
 
-    def _line(self, line: str, out: list[dict[str, Any]]) -> None:
+    def _line(self, line: str, out: list[Event]) -> None:
         if line[-1:] == "\r":  # a lone CR left over (CRLF is handled in bulk)
             line = line[:-1]
         if not line:
@@ -161,7 +162,7 @@ class SSEDecoder:
             return
         raise StreamError(f"malformed SSE line: {_show(line)}", line=line)
 
-    def _dispatch(self, out: list[dict[str, Any]]) -> None:
+    def _dispatch(self, out: list[Event]) -> None:
         raw = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
         self._data = []
         event, self._event = self._event, None
@@ -171,7 +172,7 @@ class SSEDecoder:
         out.append(_parse(raw, event))
 
 
-def _parse(raw: str, event: str | None) -> dict[str, Any]:
+def _parse(raw: str, event: str | None) -> Event:
     try:
         obj = _decode(raw)
     except ValueError as exc:
@@ -180,7 +181,7 @@ def _parse(raw: str, event: str | None) -> dict[str, Any]:
         raise StreamError(f"SSE data is not a JSON object: {_show(raw)}", line=raw)
     if event and "type" not in obj:
         obj["type"] = event
-    return obj
+    return obj  # type: ignore[return-value]  # a JSON object; consumers check "type"
 
 
 def _bad_utf8(exc: UnicodeDecodeError, chunk: bytes) -> StreamError:
@@ -196,10 +197,10 @@ def _show(line: str | bytes) -> str:
     return repr(text if len(text) <= 200 else text[:200] + "...")
 
 
-def decode_all(body: bytes, chunk_size: int | None = None) -> list[dict[str, Any]]:
+def decode_all(body: bytes, chunk_size: int | None = None) -> list[Event]:
     """Decode a whole SSE body (convenience for tests and fixtures)."""
     dec = SSEDecoder()
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     if chunk_size:
         for i in range(0, len(body), chunk_size):
             events += dec.feed(body[i : i + chunk_size])

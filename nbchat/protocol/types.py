@@ -212,19 +212,23 @@ class Event(_EventBase, total=False):
     id: str
     index: int
     delta: dict[str, JSON]
+    logprobs: dict[str, JSON]
 
 
 class _ResponseBase(TypedDict):
-    id: str
+    id: str | None
+    finish_reason: str | None
     message: AssistantMessage
 
 
 class Response(_ResponseBase, total=False):
-    """The non-stream response (what `Accumulator.response` folds a stream into)."""
+    """The non-stream response (what `Accumulator.response` folds a stream into); ``error``
+    and ``error_type`` only for a stream that ended with ``finish_reason: ERROR``."""
 
-    finish_reason: str
     usage: Usage
     logprobs: list[dict[str, JSON]]
+    error: str
+    error_type: str
 
 
 class CellInfo(TypedDict, total=False):
