@@ -634,6 +634,27 @@ def test_server_cancel_mid_stream(backend: OpenAIBackend) -> None:
 
 
 @pytest.mark.engine
+def test_server_turns_share_one_kept_alive_connection(server: str) -> None:
+    # llama_cpp.server runs on uvicorn: keep-alive, and idle connections closed after 5 s
+    b = OpenAIBackend(base_url=server, model="smollm2", max_retries=0)
+    try:
+        seen = []
+        for i in range(4):
+            if i == 3:
+                time.sleep(6)  # the server closes the idle connection: no error, a new one
+            events = list(b.stream(req(max_tokens=4, messages=[{"role": "user", "content": "Hi"}])))
+            assert events[-1]["type"] == "message-end"
+            conns = b._transport.pool.connections  # httpcore's public pool listing
+            assert len(conns) == 1 and conns[0].is_idle()
+            seen.append(conns[0])
+        assert seen[0] is seen[1] is seen[2]  # three turns, one connection
+        assert "Request Count: 3" in seen[2].info()
+        assert seen[3] is not seen[2]
+    finally:
+        b.close()
+
+
+@pytest.mark.engine
 def test_server_errors(server: str) -> None:
     # a route the server does not have -> APIError with the status
     bad = OpenAIBackend(base_url=server + "/nope", model="x", max_retries=0)
