@@ -88,10 +88,17 @@ def test_tools_listed_only_when_included_and_history_rendered() -> None:
     with_tools = to_chat_messages(req)
     without = to_chat_messages(req, include_tools=False)
     assert "get_weather: weather of a city" in with_tools[0]["content"]
-    assert without[0]["role"] == "user"  # nothing else in the system turn
-    assistant = without[1]
-    assert assistant["content"] == (
-        'Plan: I will check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
-        "</tool_call>"
-    )
-    assert without[2] == {"role": "tool", "content": '{"temp": "20C"}'}
+    # the tool round is data in the system turn, never the call format the model would continue
+    system = without[0]["content"]
+    assert "## Tools" not in system
+    assert 'Document get_weather_1:0, result of get_weather {"city": "Paris"}\ntemp: 20C' in system
+    assert [m["role"] for m in without] == ["system", "user"]
+    for rendered in (with_tools, without):
+        history = "".join(m["content"] for m in rendered[1:])
+        assert "<tool_call>" not in history and "Plan:" not in history
+    # an assistant turn with text keeps its text (only plan and calls are dropped)
+    messages[1]["content"] = "Let me look."
+    assert to_chat_messages(req, include_tools=False)[2] == {
+        "role": "assistant",
+        "content": "Let me look.",
+    }
