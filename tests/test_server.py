@@ -434,7 +434,9 @@ def test_body_limit_413() -> None:
         assert post(url, chat_body("small"))[0] == 200
 
 
-def _open_stream(url: str, body: dict[str, Any], rcvbuf: int | None = None) -> socket.socket:
+def _open_stream(
+    url: str, body: dict[str, Any], rcvbuf: int | None = None, accept: str = "*/*"
+) -> socket.socket:
     """Send a streaming request on a raw socket and return it unread."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -444,7 +446,7 @@ def _open_stream(url: str, body: dict[str, Any], rcvbuf: int | None = None) -> s
     data = json.dumps(body).encode()
     sock.sendall(
         b"POST /v2/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+        b"Accept: %s\r\nContent-Length: %d\r\n\r\n%s" % (accept.encode(), len(data), data)
     )
     return sock
 

@@ -4,7 +4,6 @@ Accept negotiation (SSE or newline-delimited JSON)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import sys
@@ -215,15 +214,10 @@ def test_ndjson_disconnect_cancels_the_generation() -> None:
     echo = EchoBackend(delay=0.02)
     app = create_app(echo)
     with run_server(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        data = json.dumps(chat_body("LONG", stream=True)).encode()
-        conn.request("POST", "/v2/chat", data, {"Accept": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200
-        assert json.loads(resp.readline())["type"] == "message-start"
-        resp.close()  # (the response holds the socket too)
-        conn.close()
+        sock = _open_stream(url, chat_body("LONG", stream=True), accept="application/json")
+        head = _read_until(sock, b'"type":"content-delta"')
+        assert b"200 OK" in head and b"application/x-ndjson" in head
+        sock.close()
         assert echo.cancelled.wait(5), "the backend never saw the Cancel"
         _wait_idle(app)
 
