@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import PLACEHOLDER_PREFIX, count_images, placeholder, strip_images
-from .protocol.messages import display_text
+from .protocol.messages import display_text, thinking_text
 from .turn import Turn
 
 __all__ = [
@@ -184,7 +184,7 @@ def _row(turn_no: int, m: dict[str, Any], snap: dict[str, Any] | None) -> dict[s
         "turn": turn_no,
         "role": m.get("role"),
         "text": display_text(m),
-        "thinking": _thinking(m),
+        "thinking": thinking_text(m),
         "images": _json_cell(_images(m)),
         "tool_plan": m.get("tool_plan"),
         "tool_calls": _json_cell(m.get("tool_calls")),
@@ -204,19 +204,6 @@ def _row(turn_no: int, m: dict[str, Any], snap: dict[str, Any] | None) -> dict[s
         "turn_id": snap.get("id"),
         "message": _json_cell(strip_images(m)),
     }
-
-
-def _thinking(m: dict[str, Any]) -> str | None:
-    """The assistant's thinking blocks joined, or None."""
-    content = m.get("content")
-    if not isinstance(content, list):
-        return None
-    parts = [
-        b.get("thinking") or ""
-        for b in content
-        if isinstance(b, dict) and b.get("type") == "thinking"
-    ]
-    return "".join(parts) if parts else None
 
 
 def _images(m: dict[str, Any]) -> list[str] | None:

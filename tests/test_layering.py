@@ -6,7 +6,7 @@ Layers, bottom to top (a module may import its own layer and any lower one):
 0. ``protocol`` (pure: the wire format)
 1. ``backends`` (where events come from)
 2. the core: ``compose``, ``conversation``, ``turn``, ``runner``, ``tools`` (+ ``toolargs``,
-   ``docstrings``), ``export``, ``transcript``, ``history``, images (``images``,
+   ``docstrings``), ``turnhandle``, ``listener``, ``export``, ``transcript``, ``history``, images (``images``,
    ``imageconvert``, ``imageformat``: content blocks from files)
 3. the front ends: ``notebook``, ``server``, ``cli``, ``__main__`` and the package itself
    (``nbchat/__init__.py``, the lazy public API)
@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, ...]] = [
         "nbchat.conversation",
         "nbchat.turn",
         "nbchat.runner",
+        "nbchat.turnhandle",
+        "nbchat.listener",
         "nbchat.tools",
         "nbchat.toolargs",
         "nbchat.docstrings",
@@ -106,7 +108,8 @@ def layer(name: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer): the most specific prefix wins
     for i, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if name == prefix or name.startswith(prefix + "."):
+            # "nbchat" (the package's __init__) names itself only, not every module
+            if name == prefix or (prefix != "nbchat" and name.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[0]:
                     best = (len(prefix), i)
     return None if best is None else best[1]

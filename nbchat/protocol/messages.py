@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ValidationError
 from .types import Message, Usage
 
-__all__ = ["message_text", "display_text", "as_message", "add_usage"]
+__all__ = ["message_text", "display_text", "thinking_text", "as_message", "add_usage"]
 
 
 def _blocks_text(message: Mapping[str, Any], documents: bool) -> str:
@@ -50,6 +50,19 @@ def message_text(message: Mapping[str, Any]) -> str:
 def display_text(message: Mapping[str, Any]) -> str:
     """`message_text`, plus each document block's data as JSON (how tool results read)."""
     return _blocks_text(message, documents=True)
+
+
+def thinking_text(message: Mapping[str, Any]) -> str | None:
+    """The message's thinking blocks joined, or None when it has none."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return None
+    parts = [
+        str(b.get("thinking") or "")
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "thinking"
+    ]
+    return "".join(parts) if parts else None
 
 
 def as_message(content: Any, role: str = "user") -> Message:
