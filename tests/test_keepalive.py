@@ -329,3 +329,124 @@ def test_load_ext_preconnects_the_connection_the_first_chat_uses(monkeypatch):
         finally:
             shell.run_line_magic("unload_ext", "nbchat")
             InteractiveShell.clear_instance()
+
+
+# -- TLS: keep-alive and cancel over a real TLS socket --------------------------------------------
+@pytest.fixture
+def tls_files(tmp_path, monkeypatch):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=x"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts it (httpx honours this)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return str(cert), str(key)
+
+
+class TLSServer:
+    """HTTP/1.1 over TLS, one thread per connection: answers `ok` replies, or stalls after a
+    first chunk when a request body contains "stall"."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        import socket
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.url = f"https://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.connections = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, raw) -> None:
+        try:
+            sock = self.ctx.wrap_socket(raw, server_side=True)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(buf) < length:
+                    buf += sock.recv(65536)
+                body, buf = buf[:length], buf[length:]
+                frames = events_body(text_events(["tls", " ok"]))
+                sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+                if b"stall" in body:
+                    first = frames.split(b"\n\n")[0] + b"\n\n"
+                    sock.sendall(b"%x\r\n%b\r\n" % (len(first), first))
+                    self.stop.wait(20)
+                    return
+                sock.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(frames), frames))
+        except OSError:
+            pass
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.lsock.close()
+
+
+def test_tls_turns_share_a_connection_and_cancel_is_instant(tls_files):
+    srv = TLSServer(*tls_files)
+    try:
+        client = Client(base_url=srv.url, api_key=KEY)
+        assert [turn(client) for _ in range(3)] == ["tls ok"] * 3
+        assert srv.connections == 1
+        stream = client.chat_stream(model="m", messages=[{"role": "user", "content": "stall"}])
+        stamp: list[float] = []
+        got = []
+
+        def stop() -> None:
+            time.sleep(0.3)  # the consumer is blocked in a TLS read by now
+            stamp.append(time.perf_counter())
+            stream.cancel()
+
+        thread = threading.Thread(target=stop)
+        thread.start()
+        with pytest.raises(Cancelled):
+            for event in stream:
+                got.append(event)
+        latency = time.perf_counter() - stamp[0]
+        thread.join()
+        assert [e["type"] for e in got] == ["message-start"]
+        assert latency < 0.1, f"cancel took {latency * 1000:.1f} ms"
+        assert turn(client) == "tls ok" and srv.connections == 2  # stopped: a new connection
+        client.preconnect()  # a kept-alive connection waits already: nothing to do
+        time.sleep(0.3)
+        assert srv.connections == 2
+        client.close()
+        client = Client(base_url=srv.url, api_key=KEY)
+        client.preconnect()  # TCP and TLS done ahead; the first turn's connection is that one
+        deadline = time.monotonic() + 5
+        while srv.connections < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the server's TLS 1.3 session tickets arrive: still reusable
+        assert turn(client) == "tls ok" and srv.connections == 3
+    finally:
+        srv.close()

@@ -122,6 +122,8 @@ class GuardedTransport(httpx.BaseTransport):
         """Blocking TCP(+TLS) to ``url``'s origin, kept for its next request (see the module)."""
         if self.proxied or self.http2 or url.scheme not in ("http", "https"):
             return  # (an h2 server speaks first: a spare's readability check cannot tell)
+        if any(conn.is_idle() for conn in self.pool.connections):
+            return  # a kept-alive connection is waiting already
         port = url.port or (443 if url.scheme == "https" else 80)
         ctx = self.ssl_context if url.scheme == "https" else None
         self.backend.preconnect(url.host, port, ctx, timeout)
