@@ -450,3 +450,19 @@ def test_tls_turns_share_a_connection_and_cancel_is_instant(tls_files):
         assert turn(client) == "tls ok" and srv.connections == 3
     finally:
         srv.close()
+
+
+def test_http_proxy_from_the_environment(monkeypatch):
+    # The test server plays the forward proxy: it answers whatever absolute URL it is asked for.
+    with V2Server() as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        client = Client(base_url="http://127.0.0.2:1", api_key=KEY)
+        proxy.push(ok("via"), ok("proxy"))
+        assert turn(client) == "via" and turn(client) == "proxy"
+        assert proxy.last.path == "http://127.0.0.2:1/v2/chat"
+        assert proxy.connections == 1
+        monkeypatch.setenv("NO_PROXY", "127.0.0.2")
+        with pytest.raises(NetError, match="cannot connect"):  # bypassed: straight to the host
+            turn(Client(base_url="http://127.0.0.2:1", api_key=KEY, max_retries=0))

@@ -2,8 +2,8 @@
 
 `HTTPBackend` (a base class) owns: the key (`Secret`, never in a repr), the base URL, timeouts,
 one pooled ``httpx.Client`` created lazily under a lock (its transport is
-`transport.GuardedTransport`: keep-alive across turns, cancel from any thread), the send loop with
-retries, and ``preconnect()``.
+`transport.GuardedTransport`: keep-alive across turns, cancel from any thread), the send loop
+with retries, and ``preconnect()``.
 
 Retries: 429 and 5xx (honouring Retry-After), connect errors, with exponential backoff and
 jitter, only before the first byte of a body; a request that went out on a pooled connection
@@ -168,9 +168,12 @@ def read_body(resp: Any, guard: Any, limit: int | None, *, decoded: bool = True)
 
 def body_chunks(resp: Any) -> Iterator[bytes]:
     """The body as it arrives: raw bytes (decompressed only if the server compressed it)."""
+    chunks: Iterator[bytes]
     if resp.headers.get("content-encoding") not in (None, "", "identity"):
-        return resp.iter_bytes()
-    return resp.iter_raw()
+        chunks = resp.iter_bytes()
+    else:
+        chunks = resp.iter_raw()
+    return chunks
 
 
 def drain(chunks: Iterator[bytes], resp: Any) -> bool:
