@@ -1,10 +1,12 @@
 """The bridge from a backend's synchronous iterator (llama.cpp, httpx) to the event loop.
 
 Each generation runs in its own thread and hands its events to the loop through a BOUNDED
-memory object stream (anyio): when the client reads slowly, the socket write blocks, the
-stream fills up and the generation thread blocks in `send` -- backpressure all the way down to
-the engine, so server memory stays flat however slow the client is. A client that stops
-reading altogether is cut off by the writer's timeout, which cancels the generation.
+channel: a semaphore of `size` slots guards an asyncio queue. When the client reads slowly, the
+socket write blocks, the slots run out and the generation thread blocks in `acquire` --
+backpressure all the way down to the engine, so server memory stays flat however slow the
+client is. A client that stops reading altogether is cut off by the writer's timeout, which
+cancels the generation. (A free slot costs no round trip to the loop: one
+``call_soon_threadsafe`` per event, as fast as the unbounded queue it replaces.)
 
 `Backlog` counts, across all generations, the events produced but not yet taken by the loop;
 it is changed from generation threads and the loop, so under a lock.
@@ -13,11 +15,8 @@ it is changed from generation threads and the loop, so under a lock.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from typing import Any
-
-import anyio
 
 from ..backends.base import Backend, Cancel
 
@@ -40,10 +39,10 @@ class Backlog:
 
 
 class Generation:
-    """One backend iterator running in its own thread, feeding a bounded stream.
+    """One backend iterator running in its own thread, feeding a bounded channel.
 
     Items are ("event", dict) or ("error", exc); `get` returns `END` once the thread has
-    closed the backend's iterator (the engine is free) and closed its end of the stream.
+    closed the backend's iterator (the engine is free).
     """
 
     def __init__(
@@ -53,8 +52,10 @@ class Generation:
         self.request = request
         self.backlog = backlog
         self.cancel = Cancel()
-        self._send, self._receive = anyio.create_memory_object_stream[Any](max_buffer_size=size)
+        self._slots = threading.Semaphore(size)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._over = False
         self.thread = threading.Thread(target=self._run, name="nbchat-serve-gen", daemon=True)
 
     def start(self) -> None:
@@ -63,22 +64,24 @@ class Generation:
         self.thread.start()
 
     # -- generation thread ------------------------------------------------------------------
-    def _put(self, item: Any) -> bool:
-        """Block until the loop has room for `item`; False when it never will."""
+    def _send(self, item: Any) -> bool:
         assert self._loop is not None
         try:
-            fut = asyncio.run_coroutine_threadsafe(self._send.send(item), self._loop)
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            return True
         except RuntimeError:  # the loop is closed (server shut down)
             return False
-        while True:
-            try:
-                fut.result(timeout=0.5)
-                return True
-            except concurrent.futures.TimeoutError:
-                if self._loop.is_closed():
-                    return False
-            except Exception:  # the receiving end is closed: nobody will read this
+
+    def _put_event(self, event: Any) -> bool:
+        """Wait for a free slot, then hand `event` over; False when it never will be."""
+        while not self._slots.acquire(timeout=0.5):
+            if self.cancel.is_set() or self._loop is None or self._loop.is_closed():
                 return False
+        self.backlog.add(1)
+        if self._send(("event", event)):
+            return True
+        self.backlog.add(-1)
+        return False
 
     def _run(self) -> None:
         it = None
@@ -87,14 +90,12 @@ class Generation:
             for event in it:
                 if self.cancel.is_set():
                     break
-                self.backlog.add(1)
-                if not self._put(("event", event)):
-                    self.backlog.add(-1)
+                if not self._put_event(event):
                     self.cancel.cancel("server shutting down")
                     break
         except BaseException as exc:  # noqa: B036 - forwarded to the loop, never swallowed
             if not self.cancel.is_set():
-                self._put(("error", exc))
+                self._send(("error", exc))
         finally:
             close = getattr(it, "close", None)
             if close is not None:
@@ -102,33 +103,31 @@ class Generation:
                     close()
                 except Exception:
                     pass
-            try:
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._send.close)
-            except RuntimeError:
-                pass
+            self._send(END)
 
     # -- event loop ---------------------------------------------------------------------------
     def _taken(self, item: Any) -> Any:
-        if item[0] == "event":
+        if item is END:
+            self._over = True
+        elif item[0] == "event":
             self.backlog.add(-1)
+            self._slots.release()
         return item
 
     async def get(self) -> Any:
         """The next item, waiting for it; `END` when the generation is over."""
-        try:
-            return self._taken(await self._receive.receive())
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+        if self._over:
             return END
+        return self._taken(await self._queue.get())
 
     def get_nowait(self) -> Any:
         """The next item if one is queued, else None; `END` when the generation is over."""
-        try:
-            return self._taken(self._receive.receive_nowait())
-        except anyio.WouldBlock:
-            return None
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+        if self._over:
             return END
+        try:
+            return self._taken(self._queue.get_nowait())
+        except asyncio.QueueEmpty:
+            return None
 
     async def finish(self, timeout: float = 10.0) -> bool:
         """Cancel (if still running), drain, and wait until the thread has let go.
@@ -136,10 +135,13 @@ class Generation:
         Returns False when the thread did not stop within `timeout` seconds.
         """
         self.cancel.cancel("client disconnected")
-        stopped = False
-        with anyio.move_on_after(timeout):
+
+        async def drain() -> None:
             while await self.get() is not END:
                 pass
-            stopped = True
-        self._receive.close()
-        return stopped
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
