@@ -177,8 +177,12 @@ function fmtStats(S, status) {
   const bits = [];
   const tokens = st.finish || status === "stopped" ? st.tokens ?? S.n : S.n;
   if (tokens || status !== "error") {
-    bits.push(`${tokens ?? 0} tokens` + (st.input_tokens !== undefined ? ` (${st.input_tokens} in)` : ""));
+    const inBits = [];
+    if (st.input_tokens !== undefined) inBits.push(`${st.input_tokens} in`);
+    if (st.cached_tokens !== undefined) inBits.push(`${st.cached_tokens} cached`);
+    bits.push(`${tokens ?? 0} tokens` + (inBits.length ? ` (${inBits.join(", ")})` : ""));
   }
+  if (st.thinking_tokens) bits.push(`thinking ${st.thinking_tokens} · answer ${st.answer_tokens ?? 0}`);
   let tps = st.tps;
   if (tps === undefined && S.firstAt && S.n > 1 && !["done", "stopped", "error"].includes(status)) {
     const dt = (performance.now() - S.firstAt) / 1000;
@@ -221,6 +225,7 @@ function render({ model, el: root }) {
   const head = el("div", "nbchat-head");
   const prompt = el("div", "nbchat-prompt");
   const params = el("div", "nbchat-params");
+  const images = el("div", "nbchat-images");
   head.append(prompt, params);
   const think = el("details", "nbchat-think");
   const thinkSum = el("summary", null, "Thinking");
@@ -261,7 +266,7 @@ function render({ model, el: root }) {
     stop.textContent = "Stopping…";
   });
   foot.append(stats, stop);
-  root.replaceChildren(head, think, plan, calls, approval, body, badge, lpBox, error, foot);
+  root.replaceChildren(head, images, think, plan, calls, approval, body, badge, lpBox, error, foot);
 
   const blockEls = [];
   let shownTail = null;
@@ -269,6 +274,7 @@ function render({ model, el: root }) {
   let callsKey = null;
   let approvalKey = null;
   let paramsKey = null;
+  let imagesKey = null;
 
   const draw = () => {
     const S = store.S;
@@ -287,7 +293,26 @@ function render({ model, el: root }) {
       params.replaceChildren(...(title ? [el("span", "nbchat-title", title)] : []), ...chips);
     }
 
+    const imgs = model.get("images") || [];
+    const ikey = JSON.stringify(imgs);
+    if (ikey !== imagesKey) {
+      imagesKey = ikey;
+      images.hidden = !imgs.length;
+      images.replaceChildren(
+        ...imgs.map((src) => {
+          // only the kernel's own data: URIs become <img>; anything else is shown as text
+          if (!/^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+$/.test(src)) return el("span", "nbchat-thumb-text", src);
+          const img = el("img", "nbchat-thumb");
+          img.src = src;
+          img.alt = "image sent with the prompt";
+          return img;
+        }),
+      );
+    }
+
     think.hidden = !S.think;
+    const nThink = (meta.stats || {}).thinking_tokens;
+    thinkSum.textContent = nThink ? `Thinking · ${nThink} tokens` : "Thinking";
     if (thinkBody.textContent !== S.think) thinkBody.textContent = S.think;
     plan.hidden = !S.plan;
     if (planText.textContent !== S.plan) planText.textContent = S.plan;

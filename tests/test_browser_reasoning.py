@@ -35,7 +35,9 @@ def _notebook(root: Path, url: str) -> str:
 
     cells = [
         f"%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n%config NbChat.base_url = {url!r}",
-        "%%chat -n rc --backend v2 --model command-a-reasoning-08-2025\nWhat is 2 + 2?",
+        "import numpy as np\nchart = np.zeros((120, 200, 3), dtype=np.uint8)\nchart[:, :100, 0] = 255",
+        "%%chat -n rc --backend v2 --model command-a-reasoning-08-2025 --thinking on --image chart\n"
+        "What is 2 + 2?",
     ]
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {
@@ -65,7 +67,8 @@ def test_reasoning_stream_fills_the_collapsed_thinking_section(lab, page, reason
     run_cell(page, 0)
     expect(cell(page, 0)).not_to_contain_text("Error", timeout=5_000)
     run_cell(page, 1)
-    view = cell(page, 1).locator(".nbchat-turn")
+    run_cell(page, 2)
+    view = cell(page, 2).locator(".nbchat-turn")
     expect(view).to_be_visible(timeout=30_000)
     think = view.locator("details.nbchat-think")
     think_body = think.locator(".nbchat-think-body")
@@ -93,8 +96,24 @@ def test_reasoning_stream_fills_the_collapsed_thinking_section(lab, page, reason
     # the kernel keeps the thinking block in the assistant message, as Cohere takes it back
     msg = json.loads(kernel_eval(page, "import json; print(json.dumps(rc.messages[-1]))"))
     assert [b["type"] for b in msg["content"]] == ["thinking", "text"]
+    user = json.loads(kernel_eval(page, "print(json.dumps(rc.messages[-2]))"))
+    assert user["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert msg["content"][0]["thinking"].endswith(THINKING_END)
     assert reasoning_server.last.json["model"] == "command-a-reasoning-08-2025"
+
+    # the image sent is shown as a thumbnail made in the kernel (a data: URI, nothing fetched)
+    thumb = view.locator(".nbchat-images img.nbchat-thumb")
+    expect(thumb).to_have_count(1)
+    assert thumb.get_attribute("src").startswith("data:image/png;base64,")
+    size = thumb.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+    assert size == [160, 96], size  # scaled down in the kernel, aspect kept
+    sent = reasoning_server.last.json
+    assert sent["thinking"] == {"type": "enabled"}
+    assert [b["type"] for b in sent["messages"][-1]["content"]] == ["text", "image_url"]
+    # stats: thinking and answer apart, cached input tokens shown
+    stats = view.locator(".nbchat-stats").inner_text()
+    assert "thinking 36 · answer 9" in stats and "1360 cached" in stats, stats
+    assert think.locator("summary").inner_text() == "Thinking · 36 tokens"
 
     think.locator("summary").click()
     expect(think_body).to_be_visible()

@@ -74,6 +74,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
     if args.system is not None:
         params["system"] = args.system  # the runner sets it together with the new turn
     backend = m.backend(backend_name, params.get("model"))
+    _check_backend(backend, request)
     ns[name] = conv  # bind before starting: later cells can wait() on it at once
     from .. import runner
     from ..errors import NbChatError, ValidationError
@@ -84,7 +85,10 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
         from .view import TurnView
 
         view = TurnView(
-            prompt, params=shown_params(params, tools), title=f"{name} · {params['model']}"
+            prompt,
+            params=shown_params(params, tools),
+            title=f"{name} · {params['model']}",
+            images=_thumbnails(request),
         )
         view.display()
         try:
@@ -167,10 +171,23 @@ def _request(
         messages = [m for m in conv.history(before) if m.get("role") != "system"]
     if system:
         messages.insert(0, {"role": "system", "content": system})
-    messages.append({"role": "user", "content": prompt})
+    user: dict[str, Any] = {"role": "user", "content": prompt}
     body: dict[str, Any] = {"model": params["model"], "messages": messages}
-    body.update({k: v for k, v in params.items() if k not in ("model", "system")})
+    body.update({k: v for k, v in params.items() if k not in _NOT_FIELDS})
     try:
+        if "images" in params or "image_detail" in params:
+            from ..compose import with_images
+            from ..images import count_images
+
+            user = with_images(
+                user,
+                params.get("images"),
+                params.get("image_detail"),
+                already=len(count_images(messages)),
+                field="--image",
+                detail_field="--image-detail",
+            )
+        messages.append(user)
         if tools:
             from ..tools import function_to_tool
 
@@ -179,6 +196,31 @@ def _request(
         return validate_request(body)
     except ValidationError as exc:
         raise UsageError(flag_message(exc)) from None
+
+
+def _check_backend(backend: Any, request: dict[str, Any]) -> None:
+    """The backend's own refusal (e.g. the embedded model and images), before any output."""
+    from ..errors import ValidationError
+
+    check = getattr(backend, "check_request", None)
+    if not callable(check):
+        return
+    try:
+        check(request)
+    except ValidationError as exc:
+        where = "--image" if exc.value == "image_url" else None
+        raise UsageError(f"{where}: {exc.message}" if where else flag_message(exc)) from None
+
+
+_NOT_FIELDS = ("model", "system", "images", "image_detail")  # not request fields (or not as is)
+
+
+def _thumbnails(request: dict[str, Any]) -> list[str]:
+    """What the view shows for the images of the request's new user message."""
+    from ..images import count_images, placeholder, thumbnail
+
+    blocks = count_images(request["messages"][-1:])
+    return [thumbnail(b) or placeholder(b) for b in blocks]
 
 
 class _Recorder:

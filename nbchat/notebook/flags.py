@@ -20,7 +20,14 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
-from ..protocol.request import CITATION_MODES, DEFAULTS, RANGES, SAFETY_MODES, TOOL_CHOICES
+from ..protocol.request import (
+    CITATION_MODES,
+    DEFAULTS,
+    IMAGE_DETAILS,
+    RANGES,
+    SAFETY_MODES,
+    TOOL_CHOICES,
+)
 
 __all__ = [
     "Flag",
@@ -207,6 +214,36 @@ FLAGS: tuple[Flag, ...] = (
         {"metavar": "VAR"},
     ),
     Flag(
+        ("--image",),
+        "An image to send with the prompt, as a variable or expression: a matplotlib Figure or "
+        "Axes, a PIL image, a numpy array, IPython.display.Image, PNG/JPEG bytes or a file path; "
+        "an http(s) URL is taken as it is (passed on, never fetched here). Repeat for several (Cohere: at most "
+        "20 images, 20 MB per request). Needs a vision model. Unset: none.",
+        "images",
+        {"action": "append", "metavar": "EXPR"},
+    ),
+    Flag(
+        ("--image-detail",),
+        f"How closely the model looks at the --image images: {', '.join(IMAGE_DETAILS)}. "
+        "Unset: not sent (API default auto).",
+        "image_detail",
+        {"type": str.lower, "choices": list(IMAGE_DETAILS)},
+    ),
+    Flag(
+        ("--thinking",),
+        "on or off: a reasoning model thinks before it answers (thinking type enabled / "
+        "disabled); the thinking streams into the collapsed Thinking section. Unset: the "
+        "model's default (reasoning models think).",
+        "thinking",
+        {"type": str.lower, "choices": ["on", "off"]},
+    ),
+    Flag(
+        ("--thinking-budget",),
+        "At most N thinking tokens (>= 1); implies --thinking on. Unset: the model's default.",
+        "thinking",
+        {"metavar": "N", "type": int},
+    ),
+    Flag(
         ("--system",),
         "Set the conversation's system prompt (kept for later turns). Unset: keep the current one.",
         "messages",
@@ -256,7 +293,16 @@ FIELD_FLAGS["messages"] = "the prompt / --system"
 del _f
 
 # Fields whose flag value is not the field value itself (built below or by the caller).
-_SHAPED = ("model", "citation_options", "response_format", "documents", "tools", "messages")
+_SHAPED = (
+    "model",
+    "citation_options",
+    "response_format",
+    "documents",
+    "tools",
+    "messages",
+    "images",
+    "thinking",
+)
 
 # The request fields the panel shows, with their flag (ranges: RANGES; defaults: DEFAULTS).
 PANEL_FIELDS: dict[str, Flag] = {f.field: f for f in FLAGS if f.panel}
@@ -296,7 +342,24 @@ def request_fields(args: Any, ns: dict[str, Any]) -> dict[str, Any]:
         out["response_format"] = {"type": "json_object"}
     if args.documents:
         out["documents"] = _documents(lookup(ns, args.documents, "--documents"))
+    if args.image:
+        out["images"] = [
+            expr if expr.startswith(("http://", "https://")) else lookup(ns, expr, "--image")
+            for expr in args.image
+        ]
+    if args.thinking is not None or args.thinking_budget is not None:
+        out["thinking"] = _thinking(args.thinking, args.thinking_budget)
     return out
+
+
+def _thinking(mode: str | None, budget: int | None) -> dict[str, Any]:
+    """--thinking on|off and --thinking-budget N -> the v2 ``thinking`` object."""
+    if mode == "off" and budget is not None:
+        raise UsageError("--thinking-budget: thinking is off (--thinking off); drop one of them")
+    thinking: dict[str, Any] = {"type": "disabled" if mode == "off" else "enabled"}
+    if budget is not None:
+        thinking["token_budget"] = budget
+    return thinking
 
 
 def lookup(ns: dict[str, Any], expr: str, flag: str) -> Any:

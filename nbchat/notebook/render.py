@@ -195,8 +195,12 @@ def shown_params(
             continue
         if hide_defaults and DEFAULTS.get(key, object()) == value:
             continue
-        if key == "documents" and isinstance(value, list):
+        if key in ("documents", "images") and isinstance(value, list):
             shown[key] = len(value)
+        elif key == "thinking" and isinstance(value, dict):
+            on = value.get("type") == "enabled"
+            budget = value.get("token_budget")
+            shown[key] = ("on" if on else "off") + (f" ≤{budget}" if on and budget else "")
         elif key == "response_format" and isinstance(value, dict):
             shown[key] = str(value.get("type", "")) + (
                 " + schema" if value.get("json_schema") else ""

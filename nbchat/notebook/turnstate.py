@@ -48,6 +48,7 @@ class TurnState:
         self.meta: dict[str, Any] = {"status": "waiting"}
         self.dirty: set[str] = set()
         self.tokens = 0
+        self.think_tokens = 0  # streamed thinking pieces (part of `tokens`)
         self.tokens_sent = -1
         self.t0: float | None = None
         self.t_first: float | None = None
@@ -79,6 +80,8 @@ class TurnState:
             self.t_first = now
         if t in _TOKEN_EVENTS:
             self.tokens += 1
+            if t == "content-delta" and "thinking" in _delta_content(event):
+                self.think_tokens += 1
         elif t == "message-end":
             self.finish = acc.finish_reason
             self.usage = acc.usage or self.usage
@@ -176,6 +179,11 @@ class TurnState:
             if gen > 0 and out_tokens > 1:
                 stats["tps"] = round((out_tokens - 1) / gen, 1)
         stats["elapsed"] = round(now - t0, 2)
+        if self.think_tokens:  # streamed pieces: Cohere reports no thinking/answer split
+            stats["thinking_tokens"] = self.think_tokens
+            stats["answer_tokens"] = max(0, self.tokens - self.think_tokens)
+        if final and isinstance(usage.get("cached_tokens"), (int, float)):
+            stats["cached_tokens"] = int(usage["cached_tokens"])
         if final and self.finish:
             stats["finish"] = self.finish
         return stats
@@ -286,3 +294,10 @@ class TurnState:
             "error": self.error,
             "params": params,
         }
+
+
+def _delta_content(event: dict[str, Any]) -> dict[str, Any]:
+    delta = event.get("delta")
+    msg = delta.get("message") if isinstance(delta, dict) else None
+    content = msg.get("content") if isinstance(msg, dict) else None
+    return content if isinstance(content, dict) else {}

@@ -76,6 +76,9 @@ class TurnView(anywidget.AnyWidget):
     prompt = traitlets.Unicode("").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     params = traitlets.Dict().tag(sync=True)
+    # Thumbnails of the images sent with the prompt: data: URIs made in the kernel from its own
+    # copy (`nbchat.images.thumbnail`), or a placeholder text for a URL (never fetched).
+    images = traitlets.List(traitlets.Unicode()).tag(sync=True)
     # Final state for late views / reloads / saved widget state. Set once at the end *without*
     # echoing it to live views (they rebuilt the same state from the patches, see js/view.js).
     state = traitlets.Dict().tag(sync=True)

@@ -153,7 +153,9 @@ class LocalBackend:
         ValidationError naming the field and the model; ``thinking`` disabled is fine."""
         from ..capabilities import refuse_unsupported
 
-        refuse_unsupported(request, str(request.get("model") or MODEL_NAME))
+        model = request.get("model")
+        gguf = isinstance(model, str) and model.endswith(".gguf")
+        refuse_unsupported(request, model if gguf else MODEL_NAME)  # the model that would run
 
     def stream(self, request: dict[str, Any], cancel: Cancel | None = None) -> Iterator[dict]:
         """Queue `request` on the engine and yield its events as they are produced."""
