@@ -20,14 +20,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
-from ..protocol.request import (
-    CITATION_MODES,
-    DEFAULTS,
-    IMAGE_DETAILS,
-    RANGES,
-    SAFETY_MODES,
-    TOOL_CHOICES,
-)
+from ..protocol.message_rules import IMAGE_DETAILS
+from ..protocol.request import CITATION_MODES, DEFAULTS, RANGES, SAFETY_MODES, TOOL_CHOICES
 
 __all__ = [
     "Flag",
