@@ -22,7 +22,9 @@ from .controls import (
     safety_dropdown,
     sliders,
 )
+from .kernel import parent_message, publish
 from .render import shown_params
+from .saved import doc_from_turn, panel_bundle
 from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
@@ -147,7 +149,10 @@ class Panel(w.VBox):
         self._documents = documents
         self._tools = tools
         self._update_safety()
-        for turn in self.conversation.turns:  # earlier turns: static, cheap
+        self._display_handle: Any = None
+        self._display_parent: Any = None
+        self._earlier = list(self.conversation.turns)
+        for turn in self._earlier:  # earlier turns: static, cheap
             self.transcript.children += (self._static(turn),)
         self._update_footer()
 
@@ -344,6 +349,52 @@ class Panel(w.VBox):
             if self._handle is not None and self._handle.done:
                 self.stop_button.disabled = True
         self._update_footer()
+        try:  # the saved notebook then holds the transcript (readable without a kernel)
+            self._refresh_display()
+        except Exception:
+            pass
+
+    # -- display: the widget + the saved transcript (see saved.py) --------------------------------
+    def _saved_bundle(self) -> dict[str, Any]:
+        with self._lock:
+            views = list(self.views)
+        docs = [doc_from_turn(t) for t in self._earlier] + [v.doc() for v in views]
+        turns = list(self._earlier) + [v._as_turn() for v in views]
+        n = len(docs)
+        return panel_bundle(docs, turns, f"{n} turn{'' if n == 1 else 's'}")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
+        saved = self._saved_bundle()
+        data = {**saved, **dict(data or {}), "text/plain": saved["text/plain"]}
+        return (data, meta) if meta is not None else data
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so each finished turn updates the saved transcript."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        self._display_parent = parent_message()
+        self._display_handle = display(data, metadata=meta or {}, raw=True, display_id=True)
+
+    def _refresh_display(self) -> None:
+        handle = self._display_handle
+        if handle is None:
+            return
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        content = {
+            "data": data,
+            "metadata": meta or {},
+            "transient": {"display_id": handle.display_id},
+        }
+        if self._display_parent and publish(
+            self._display_parent, "update_display_data", content, b"display_data"
+        ):
+            return
+        handle.update(data, metadata=meta or {}, raw=True)
 
     def _update_footer(self) -> None:
         usage = self.conversation.usage or {}

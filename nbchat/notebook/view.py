@@ -24,6 +24,7 @@ import traitlets
 
 from .kernel import parent_message, publish, set_thread_parent
 from .render import clean_text, static_bundle
+from .saved import TURN_MIME, turn_doc
 from .streamdoc import StreamDoc, apply_message
 from .turnstate import TurnState, args_text
 
@@ -192,16 +193,23 @@ class TurnView(anywidget.AnyWidget):
         with self._lock:
             return self._st.text
 
+    def doc(self) -> dict[str, Any]:
+        """The turn as the saved notebook keeps it (application/vnd.nbchat.turn+json)."""
+        return turn_doc(self.prompt, self.title, dict(self.params), self.snapshot())
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
         data = dict(data or {})
+        # the nbchat extension draws this without a kernel (see saved.py)
+        data[TURN_MIME] = self.doc()
         fallback = static_bundle(self._as_turn())
         data["text/plain"] = fallback["text/plain"]
         if self._done:
-            # nbconvert / GitHub use this when there is no widget state; sanitised HTML
-            # outranks markdown, so raw HTML in a reply is never rendered by a converter
+            # nbconvert / GitHub / VS Code use these; sanitised HTML outranks markdown, so
+            # raw HTML in a reply is never rendered by a converter
             data["text/html"] = fallback["text/html"]
+            data["text/markdown"] = fallback["text/markdown"]
         return (data, meta) if meta is not None else data
 
     # -- worker side -----------------------------------------------------------------------------
