@@ -92,9 +92,14 @@ class LlamaModel:
     def tokenize(self, text: str) -> list[int]:
         return self.llm().tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def _prefill(self, llm, tokens: list[int]) -> None:
-        """Evaluate the prompt, reusing the KV cache for a shared prefix (multi-turn chats)."""
-        cached = llm.n_tokens
+    def _prefill(self, llm, tokens: list[int], reuse: bool = True) -> None:
+        """Evaluate the prompt, reusing the KV cache for a shared prefix (multi-turn chats).
+
+        `reuse=False` (seeded and greedy requests) evaluates the whole prompt from an empty
+        cache: llama.cpp's logits depend slightly on how the prompt was split between
+        evaluations, enough to change a sampled token, so a reused prefix would make the
+        reply depend on what ran before."""
+        cached = llm.n_tokens if reuse else 0
         keep = 0
         ids = llm.input_ids
         while keep < cached and keep < len(tokens) - 1 and ids[keep] == tokens[keep]:
@@ -216,7 +221,11 @@ class LlamaModel:
         finish = "MAX_TOKENS"
 
         try:
-            self._prefill(llm, tokens)
+            reproducible = (
+                req.get("seed") is not None
+                or float(req.get("temperature", DEFAULTS["temperature"])) == 0
+            )
+            self._prefill(llm, tokens, reuse=not reproducible)
         except RuntimeError:
             if not (stop.is_set() or timed_out.is_set()):
                 raise
