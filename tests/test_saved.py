@@ -77,3 +77,19 @@ def test_panel_bundle_holds_its_transcript() -> None:
     assert [t["prompt"] for t in turns] == ["hello panel"]
     assert "Panel reply." in "".join(turns[0]["state"]["blocks"]) + turns[0]["state"]["tail"]
     assert "Panel reply." in data["text/html"] and "hello panel" in data["text/plain"]
+
+
+def test_prebuilt_extension_is_built_from_the_current_view() -> None:
+    """nbchat/labextension bundles js/view.*: a change there needs `bash labext/build.sh`."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "nbchat" / "labextension" / "sources.sha256").read_text().split("\n")
+    for line in filter(None, lines):
+        digest, name = line.split(maxsplit=1)
+        now = hashlib.sha256((root / name).read_bytes()).hexdigest()
+        assert now == digest, (
+            f"{name} changed after the extension was built: run `bash labext/build.sh` and "
+            "commit nbchat/labextension (saved notebooks draw turns with that copy)"
+        )
