@@ -230,7 +230,8 @@ function render({ model, el: root }) {
   const think = el("details", "nbchat-think");
   const thinkSum = el("summary", null, "Thinking");
   const thinkBody = el("pre", "nbchat-think-body");
-  think.append(thinkSum, thinkBody);
+  const thinkCits = el("ol", "nbchat-think-cits");
+  think.append(thinkSum, thinkBody, thinkCits);
   const plan = el("div", "nbchat-plan");
   const planLabel = el("span", "nbchat-plan-label", "Plan ");
   const planText = el("span", "nbchat-plan-text");
@@ -313,6 +314,11 @@ function render({ model, el: root }) {
     think.hidden = !S.think;
     const nThink = (meta.stats || {}).thinking_tokens;
     thinkSum.textContent = nThink ? `Thinking · ${nThink} tokens` : "Thinking";
+    const tc = meta.think_cits || [];
+    if (thinkCits.childElementCount !== tc.length) {
+      thinkCits.replaceChildren(...tc.map((t) => el("li", null, t)));
+    }
+    thinkCits.hidden = !tc.length;
     if (thinkBody.textContent !== S.think) thinkBody.textContent = S.think;
     plan.hidden = !S.plan;
     if (planText.textContent !== S.plan) planText.textContent = S.plan;

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_util import load
-from test_server import post, run_server
+from test_server import EchoBackend, post, run_server
 from v2server import V2Server, events_body, sse, text_events
 
 from nbchat import Conversation
@@ -127,6 +127,21 @@ def test_serve_answers_400_in_cohere_shape_naming_the_field():
             },
         )
         assert status == 400 and "thinking.type" in json.loads(body)["message"]
+
+
+def test_serve_passes_thinking_and_images_to_a_backend_that_takes_them():
+    echo = EchoBackend()
+    image_msg = {"role": "user", "content": [{"type": "text", "text": "what?"}, image_block(PIXEL)]}
+    body = {
+        "model": "echo-1",
+        "messages": [image_msg],
+        "thinking": {"type": "enabled", "token_budget": 64},
+    }
+    with run_server(create_app(echo)) as url:
+        status, _, raw = post(url, body)
+    assert status == 200, raw
+    assert echo.requests[-1]["thinking"] == {"type": "enabled", "token_budget": 64}
+    assert echo.requests[-1]["messages"][0]["content"][1] == image_block(PIXEL)
 
 
 # -- OpenAI-compatible servers that reason -------------------------------------------------------------

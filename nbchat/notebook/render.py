@@ -262,10 +262,12 @@ def turn_summary(turn: Any) -> dict[str, Any]:
     finish = _get(turn, "finish_reason") or (
         response.get("finish_reason") if isinstance(response, dict) else None
     )
+    cits = (final or {}).get("citations") or _get(turn, "citations") or []
     return {
         "prompt": str(prompt or ""),
         "text": text or "",
-        "citations": (final or {}).get("citations") or _get(turn, "citations") or [],
+        "citations": [c for c in cits if c.get("type") != "THINKING_CONTENT"],
+        "thinking_citations": [c for c in cits if c.get("type") == "THINKING_CONTENT"],
         "tool_plan": "".join(m.get("tool_plan") or "" for m in assistants),
         "tool_calls": calls,
         "finish_reason": finish,
@@ -314,6 +316,8 @@ def static_bundle(turn: Any) -> dict[str, str]:
     plain.append(f"Assistant: {text}")
     for i, c in enumerate(s["citations"]):
         plain.append(f"[{i + 1}] {citation_title(c)}")
+    for c in s["thinking_citations"]:
+        plain.append(f"[thinking] {citation_title(c)}")
     if error:
         plain.append(f"Error: {error}")
     if stats:
@@ -330,6 +334,9 @@ def static_bundle(turn: Any) -> dict[str, str]:
     if s["citations"]:
         md.append("")
         md += [f"{i + 1}. {citation_title(c)}" for i, c in enumerate(s["citations"])]
+    if s["thinking_citations"]:
+        md += ["", "*Cited in the thinking:*"]
+        md += [f"- {citation_title(c)}" for c in s["thinking_citations"]]
     if error:
         md += ["", f"**Error:** {error}"]
     if stats:

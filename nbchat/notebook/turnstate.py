@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..protocol.accumulator import Accumulator
-from .render import clean_text
+from .render import citation_title, clean_text
 from .streamdoc import StreamDoc, u16
 
 __all__ = ["TurnState", "args_text"]
@@ -64,6 +64,7 @@ class TurnState:
         self._step_cits = 0
         self._plan_sent = ""
         self._think_sent = ""
+        self._think_cits: list[str] = []  # THINKING_CONTENT citations, shown with the thinking
         self._lp_sent: list[list[Any]] = []
 
     # -- input -----------------------------------------------------------------------------------
@@ -198,6 +199,10 @@ class TurnState:
                 self.doc.append(text[self._step_text :])
                 self._step_text = len(text)
             for cit in acc.citations[self._step_cits :]:
+                if cit.get("type") == "THINKING_CONTENT":  # offsets into the thinking text
+                    self._think_cits.append(citation_title(cit))
+                    self.set_meta(think_cits=list(self._think_cits))
+                    continue
                 self.doc.add_citation(cit)
             self._step_cits = len(acc.citations)
             if self._step + 1 >= len(self.steps):
