@@ -79,3 +79,38 @@ def test_static_bundle_lists_thinking_citations_apart():
     plain = static_bundle(turn)["text/plain"]
     assert plain.count("[1] ") == 1 and "[2] " not in plain
     assert "[thinking] " in plain
+
+
+# -- the panel's thinking toggle and budget box ------------------------------------------------------
+def test_panel_thinking_controls_follow_the_backend():
+    import pytest
+
+    from nbchat.conversation import Conversation
+    from nbchat.errors import ValidationError
+    from nbchat.notebook.panel import Panel
+
+    panel = Panel(Conversation(), backend="v2")
+    th = panel.thinking
+    assert not th.toggle.disabled and th.note.value == ""
+    assert "thinking" not in panel.request_params()  # default: not sent
+    th.toggle.value = "on"
+    assert panel.request_params()["thinking"] == {"type": "enabled"}
+    th.budget.value = "256"
+    assert panel.request_params()["thinking"] == {"type": "enabled", "token_budget": 256}
+    th.toggle.value = "off"
+    with pytest.raises(ValidationError) as err:
+        panel.request_params()
+    assert err.value.field == "thinking.token_budget"
+    th.budget.value = ""
+    assert panel.request_params()["thinking"] == {"type": "disabled"}
+    th.budget.value = "0"
+    th.toggle.value = "on"
+    with pytest.raises(ValidationError, match="token_budget"):
+        panel.request_params()
+    # the embedded model cannot reason: disabled, with the reason shown, nothing sent
+    panel.backend.value = "local"
+    assert th.toggle.disabled and th.budget.disabled
+    assert "smollm2-135m" in th.note.value and "cannot" in th.note.value
+    assert "thinking" not in panel.request_params()
+    panel.backend.value = "cohere"
+    assert not th.toggle.disabled and th.note.value == ""

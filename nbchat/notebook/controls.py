@@ -16,7 +16,15 @@ from ..protocol.request import DEFAULTS, SAFETY_MODES
 from ..protocol.request import RANGES as LIMITS
 from .flags import PANEL_FIELDS, Flag
 
-__all__ = ["RANGES", "SAFETY_MODES", "LABEL_WIDTH", "sliders", "int_box", "safety_dropdown"]
+__all__ = [
+    "RANGES",
+    "SAFETY_MODES",
+    "LABEL_WIDTH",
+    "sliders",
+    "int_box",
+    "safety_dropdown",
+    "ThinkingControls",
+]
 
 LABEL_WIDTH = "135px"  # wide enough for "frequency_penalty" (the API's own names are kept)
 
@@ -120,3 +128,65 @@ def backend_label(backend: Any) -> str:
     if name == "cohere" and host not in ("api.cohere.com", "api.cohere.ai"):
         name = "v2"
     return f"{name} · {host}"
+
+
+class ThinkingControls:
+    """The panel's reasoning controls: a ``thinking`` toggle (default / on / off) and a
+    ``token_budget`` box, disabled with the reason when the backend cannot reason."""
+
+    def __init__(self) -> None:
+        self.toggle = w.ToggleButtons(
+            options=[("default", ""), ("on", "on"), ("off", "off")],
+            value="",
+            description="thinking",
+            tooltip="--thinking: a reasoning model thinks before it answers",
+            style={"description_width": LABEL_WIDTH, "button_width": "64px"},
+        )
+        self.toggle.add_class("nbchat-panel-thinking")
+        self.budget = OptionalIntText(
+            value="",
+            placeholder="model default",
+            description="token_budget",
+            tooltip="--thinking-budget: at most N thinking tokens (>= 1); empty: model default",
+            style={"description_width": "90px"},
+            layout=w.Layout(width="210px", max_width="100%"),
+        )
+        self.budget.add_class("nbchat-panel-thinking-budget")
+        self.note = w.HTML("")
+        self.note.add_class("nbchat-panel-thinking-note")
+
+    @property
+    def widgets(self) -> list[w.Widget]:
+        return [self.toggle, self.budget, self.note]
+
+    def update(self, backend: Any) -> None:
+        """Enable or disable for `backend` (a Backend or a backend name), saying why."""
+        from ..backends.capabilities import capabilities
+
+        caps = capabilities(backend)
+        self.toggle.disabled = self.budget.disabled = not caps.thinking
+        self.note.value = "" if caps.thinking else f"<small><i>{caps.reason}</i></small>"
+
+    def value(self) -> dict[str, Any] | None:
+        """The v2 ``thinking`` object to send, or None (not sent)."""
+        from ..errors import ValidationError
+
+        if self.toggle.disabled:
+            return None
+        budget = self.budget.value.strip()
+        if self.toggle.value == "off":
+            if budget:
+                raise ValidationError("thinking.token_budget", budget, "empty when thinking is off")
+            return {"type": "disabled"}
+        if not self.toggle.value and not budget:
+            return None
+        thinking: dict[str, Any] = {"type": "enabled"}
+        if budget:
+            try:
+                n = int(budget)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise ValidationError("thinking.token_budget", budget, "an integer >= 1, or empty")
+            thinking["token_budget"] = n
+        return thinking

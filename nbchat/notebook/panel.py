@@ -16,6 +16,7 @@ from .controls import (
     LABEL_WIDTH,
     RANGES,
     SAFETY_MODES,
+    ThinkingControls,
     backend_label,
     int_box,
     int_value,
@@ -119,6 +120,8 @@ class Panel(w.VBox):
         self.model.add_class("nbchat-panel-model")
         self.backend.observe(self._on_backend, names="value")
         self.safety_mode = safety_dropdown()
+        self.thinking = ThinkingControls()
+        self.thinking.update(self._capability_backend(bname))
         self.safety_note = w.HTML("")
         self.prompt = w.Textarea(
             placeholder="Message (click Send to submit)",
@@ -167,6 +170,7 @@ class Panel(w.VBox):
                 row(self.sliders["k"], self.max_tokens, self.seed),
                 row(self.sliders["frequency_penalty"], self.sliders["presence_penalty"]),
                 row(self.safety_mode, self.safety_note),
+                row(*self.thinking.widgets),
             ]
         )
         buttons = row(self.send_button, self.stop_button, self.export_button, self.status)
@@ -225,6 +229,18 @@ class Panel(w.VBox):
         self.model.options = self._model_options(change["new"])
         self.model.value = self._default_model(change["new"])
         self._backend_obj = self._given if change["new"] == GIVEN else None
+        self.thinking.update(self._capability_backend(change["new"]))
+
+    def _capability_backend(self, bname: str) -> Any:
+        """What `capabilities` needs: the given Backend, or the resolved backend name."""
+        from ..backends import resolve_name
+
+        if bname == GIVEN:
+            return self._given
+        try:
+            return resolve_name(bname)
+        except Exception:
+            return bname
 
     def _get_backend(self) -> Any:
         if self._backend_obj is not None:
@@ -267,6 +283,9 @@ class Panel(w.VBox):
             params["safety_mode"] = self.safety_mode.value
         else:
             params.pop("safety_mode", None)
+        thinking = self.thinking.value()
+        if thinking is not None:
+            params["thinking"] = thinking
         return params
 
     def send(self, prompt: str | None = None) -> TurnView | None:
