@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from .types import AssistantMessage, Response
+if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
+    from .types import AssistantMessage, Response
 
 __all__ = ["Accumulator"]
 
@@ -171,7 +172,7 @@ class Accumulator:
             msg["tool_calls"] = self.tool_calls
         if self.citations:
             msg["citations"] = copy.deepcopy(self.citations)
-        return cast(AssistantMessage, msg)
+        return cast("AssistantMessage", msg)
 
     @property
     def response(self) -> Response:
@@ -189,7 +190,7 @@ class Accumulator:
             resp["error"] = self.error
             if self.error_type is not None:
                 resp["error_type"] = self.error_type
-        return cast(Response, resp)
+        return cast("Response", resp)
 
 
 def _message(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,12 @@ Grammar (``check_order`` verifies it)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .request import FINISH_REASONS
-from .types import Event, Usage
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
+    from .types import Event, Usage
 
 __all__ = ["StreamBuilder", "usage_dict", "new_id", "check_order"]
 

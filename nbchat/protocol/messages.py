@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
-from .types import Message, Usage
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
+    from .types import Message, Usage
 
 __all__ = ["message_text", "display_text", "thinking_text", "as_message", "add_usage"]
 

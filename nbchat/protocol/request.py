@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ValidationError
 from .checks import (
@@ -42,7 +42,9 @@ from .checks import (
 )
 from .message_rules import ROLES, check_document, check_messages
 from .messages import message_text  # noqa: F401  (re-exported: old import path)
-from .types import Request
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
+    from .types import Request
 
 __all__ = [
     "validate_request",
@@ -187,7 +189,7 @@ def validate_request(body: Mapping[str, Any]) -> Request:
     if "safety_mode" in req:
         _check_safety_mode(req)
     _check_utf8(req)
-    return cast(Request, req)
+    return cast("Request", req)
 
 
 def _check_safety_mode(req: dict[str, Any]) -> None:

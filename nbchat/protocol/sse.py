@@ -13,10 +13,12 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StreamError
-from .types import Event
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
+    from .types import Event
 
 __all__ = ["SSEDecoder", "encode_event", "DONE", "decode_all"]
 
