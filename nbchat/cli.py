@@ -188,8 +188,10 @@ def _ask(args: argparse.Namespace) -> int:
     usage: dict[str, Any] | None = None
     error: str | None = None
     wrote_newline = True
+    log = _AskLog(request, backend)
     try:
         for event in backend.stream(request, cancel):
+            log.feed(event)
             kind = event.get("type")
             if kind == "content-delta":
                 content = (event.get("delta") or {}).get("message", {}).get("content") or {}
@@ -209,19 +211,85 @@ def _ask(args: argparse.Namespace) -> int:
                 error = delta.get("error")
     except KeyboardInterrupt:
         cancel.cancel("interrupted")
+        log.record("cancelled", "interrupted")
         if not wrote_newline:
             out.write("\n")
             out.flush()
         print("[interrupted]", file=sys.stderr, flush=True)
         return 130
+    except BaseException as exc:
+        log.record("error", f"{type(exc).__name__}: {exc}")
+        raise
     if not wrote_newline:
         out.write("\n")
         out.flush()
     if finish == "ERROR":
+        log.record("error", error or "the generation failed")
         return _error(error or "the generation failed")
+    log.record("complete" if log.ended else "error", None if log.ended else "no message-end")
     if not args.quiet:
         print(_usage_line(finish, usage), file=sys.stderr, flush=True)
     return 0
+
+
+class _AskLog:
+    """What `nbchat ask` streamed, recorded as one turn in the history store at the end."""
+
+    def __init__(self, request: dict[str, Any], backend: Any) -> None:
+        import time
+
+        from .protocol.accumulator import Accumulator
+
+        self.request, self.backend = request, backend
+        self.acc = Accumulator()
+        self.t0, self.started_at = time.perf_counter(), time.time()
+        self.ttft: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.acc.ended)
+
+    def feed(self, event: dict[str, Any]) -> None:
+        import time
+
+        self.acc.feed(event)
+        if self.ttft is None and event.get("type") in ("content-delta", "tool-call-start"):
+            self.ttft = time.perf_counter() - self.t0
+
+    def record(self, status: str, error: str | None) -> None:
+        import time
+
+        from . import history
+        from .compose import turn_params
+        from .conversation import Conversation
+        from .errors import redact
+        from .turn import Turn
+
+        try:
+            messages = self.request["messages"]
+            system = messages[0]["content"] if messages[0].get("role") == "system" else None
+            message = self.acc.message
+            timings: dict[str, Any] = {"started_at": self.started_at}
+            timings["total"] = time.perf_counter() - self.t0
+            if self.ttft is not None:
+                timings["ttft"] = self.ttft
+            turn = Turn(
+                [messages[-1]],
+                [message] if len(message) > 1 else [],
+                params=turn_params(self.request),
+                status=status,
+                response_ids=[self.acc.id] if self.acc.id else [],
+                finish_reason=self.acc.finish_reason or ("ERROR" if status == "error" else None),
+                usage=self.acc.usage,
+                timings=timings,
+                error=redact(error) if error else None,
+                backend=getattr(self.backend, "name", None),
+            )
+            conv = Conversation(system=system)
+            conv.add_turn(turn)
+            history.record_finished(conv, turn)
+        except Exception:  # the history never changes what ask prints or returns
+            pass
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -249,27 +317,8 @@ def _history(args: argparse.Namespace) -> int:
     if not rows:
         print("no matching turns" if args.search is not None else "no stored conversations")
         return 0
-    print(_table(rows, columns))
+    print(history.format_table(rows, columns))
     return 0
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    import time
-
-    def cell(key: str, value: Any) -> str:
-        if value is None:
-            return ""
-        if key in ("last_used", "finished_at"):
-            return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
-        text = " ".join(str(value).split())
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    cells = [[cell(c, r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    for row in cells:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

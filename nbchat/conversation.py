@@ -349,8 +349,22 @@ class Conversation:
         export.save(self, path)
 
     @classmethod
-    def load(cls, path: Any) -> Conversation:
-        return export.load(cls, path)  # type: ignore[no-any-return]
+    def load(cls, source: Any) -> Conversation:
+        """A saved file (`save`: ``.json`` or ``.jsonl``) or a conversation from the history
+        store (its id or a unique prefix, see ``%chat history --all``).
+
+        `source` is a file when it is a path object, names an existing file, contains a path
+        separator or ends in ``.json``/``.jsonl``; any other string is a history id.
+        ``nbchat.history.load(id)`` never reads a file."""
+        from .history.query import is_history_id, read_stored
+        from .history.store import set_conversation_id
+
+        if not is_history_id(source):
+            return export.load(cls, source)  # type: ignore[no-any-return]
+        cid, data = read_stored(source)
+        conv = cls.from_dict(data)
+        set_conversation_id(conv, cid)
+        return conv
 
     # -- DataFrame / CSV (views) ------------------------------------------------------------------
     COLUMNS = export.COLUMNS

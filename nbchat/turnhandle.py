@@ -159,7 +159,7 @@ class TurnHandle:
                 if fire:
                     self._done_called = True
             if fire:
-                self._call("on_done", self.turn)
+                self._fire_done()
         return True
 
     def _run(self) -> None:
@@ -392,7 +392,14 @@ class TurnHandle:
             if self._in_hook:
                 return  # the running hook's thread calls on_done when it returns
             self._done_called = True
+        self._fire_done()
+
+    def _fire_done(self) -> None:
+        """on_done, then the turn goes to the history store (after the views' last update)."""
         self._call("on_done", self.turn)
+        from .history.recorder import record_finished
+
+        record_finished(self.conversation, self.turn)
 
 
 def _output_tokens(usage: dict[str, Any] | None) -> float | None:

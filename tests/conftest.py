@@ -1,6 +1,7 @@
 """Shared test set-up. Tests never reach Cohere's hosted API: keys are removed from the
 environment so the default backend is the embedded engine (recorded real traffic covers the
-hosted API)."""
+hosted API). Finished turns go to a history store in a temporary folder (NBCHAT_HISTORY, which
+kernels and subprocesses inherit), never to the user's own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,9 @@ for _name in ("CO_API_KEY", "COHERE_API_KEY", "CO_API_URL", "OPENAI_API_KEY", "O
     os.environ.pop(_name, None)
 # %load_ext opens the hosted API's connection in the background; not in tests (they opt in)
 os.environ["NBCHAT_PRECONNECT"] = "0"
+os.environ["NBCHAT_HISTORY"] = os.path.join(
+    tempfile.mkdtemp(prefix="nbchat-test-history-"), "history.sqlite3"
+)
 
 
 @pytest.fixture(scope="session")

@@ -459,3 +459,55 @@ def test_cli_lists_searches_and_shows(db: Path, capsys: pytest.CaptureFixture[st
     assert main(["history", "--db", str(db), "nope"]) == 1  # one line, no traceback
     err = capsys.readouterr().err
     assert err.startswith("nbchat: error:") and "conversation id" in err
+
+
+def test_nbchat_ask_records_its_turn(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from v2server import V2Server, error_reply, events_body, sse, text_events
+
+    from nbchat.cli import main
+
+    monkeypatch.setenv("NBCHAT_HISTORY", str(db))
+    with V2Server() as srv:
+        srv.push(sse(events_body(text_events(["Blue", " sky"]))), error_reply(400, "refused here"))
+        base = ["ask", "--backend", "v2", "--base-url", srv.url, "-m", "command-r", "-q"]
+        assert main([*base, "--system", "be brief", "why blue?"]) == 0
+        assert main([*base, "will fail"]) == 1
+    assert capsys.readouterr().out == "Blue sky\n"
+    rows = history.turn_rows(db)
+    assert [(r["prompt"], r["reply"], r["status"]) for r in rows] == [
+        ("why blue?", "Blue sky", "complete"),
+        ("will fail", "", "error"),
+    ]
+    assert rows[0]["model"] == "command-r" and rows[0]["backend"] == "v2"
+    assert (
+        rows[0]["output_tokens"]
+        and rows[0]["ttft"] is not None
+        and "refused here" in rows[1]["error"]
+    )
+    first = history.load(rows[0]["conversation"], db)
+    assert first.system == "be brief" and first.messages[-1]["role"] == "assistant"
+
+
+def test_conversation_load_takes_a_file_or_a_history_id(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NBCHAT_HISTORY", str(db))
+    conv = Conversation(system="s")
+    conv.send("hello", backend=ReplayBackend(fixture_events("lc_stream_plain")), **MODEL)
+    cid = history.conversation_id(conv)  # recorded by the runner's hook
+    restored = Conversation.load(cid)
+    assert restored.messages == conv.messages and history.conversation_id(restored) == cid
+    assert Conversation.load(cid[:5]).messages == conv.messages
+    path = tmp_path / "saved.json"
+    conv.save(path)
+    assert Conversation.load(path).messages == conv.messages
+    assert Conversation.load(str(path)).messages == conv.messages
+    monkeypatch.chdir(tmp_path)
+    assert Conversation.load("saved.json").messages == conv.messages  # relative file name
+    with pytest.raises(FileNotFoundError):
+        Conversation.load("missing.json")
+    with pytest.raises(ValidationError, match="conversation id"):
+        Conversation.load("nosuchid")
+    assert not history.is_history_id("a/b") and history.is_history_id(cid)

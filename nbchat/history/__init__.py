@@ -9,8 +9,6 @@ thinking), `to_dataframe()` (one row per stored turn), `load(id)` (a live
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 from typing import Any
 
 from .query import (
@@ -20,13 +18,23 @@ from .query import (
     HistoryOff,
     conversations,
     conversations_dataframe,
+    format_table,
     fts_query,
+    is_history_id,
     last_conversation,
-    load,
+    read_stored,
     search,
     search_dataframe,
     to_dataframe,
     turn_rows,
+)
+from .recorder import (
+    configure,
+    current_store,
+    get_store,
+    notebook_path,
+    record,
+    record_finished,
 )
 from .schema import default_path, resolve_path
 from .store import SESSION, HistoryWarning, Store, conversation_id, set_conversation_id
@@ -45,12 +53,15 @@ __all__ = [
     "conversations_dataframe",
     "current_store",
     "default_path",
+    "format_table",
     "fts_query",
     "get_store",
+    "is_history_id",
     "last_conversation",
     "load",
     "notebook_path",
     "record",
+    "read_stored",
     "record_finished",
     "resolve_path",
     "search",
@@ -60,69 +71,15 @@ __all__ = [
     "turn_rows",
 ]
 
-_stores: dict[Path, Store] = {}
-_stores_lock = threading.Lock()
 
+def load(conversation: str, path: Any = None) -> Any:
+    """The stored conversation `conversation` (an id or a unique prefix) as a live
+    `nbchat.Conversation`: its system prompt, default parameters and every stored turn (with
+    flags, usage, timings and cells, so re-running a turn's cell replaces it). New turns sent
+    on it are recorded to the same stored conversation."""
+    from ..conversation import Conversation
 
-def get_store(setting: Any = None) -> Store | None:
-    """The (one per path, per process) `Store` for a setting (see `resolve_path`); None = off."""
-    path = resolve_path(setting)
-    if path is None:
-        return None
-    key = path.absolute()
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = Store(key)
-        return store
-
-
-def record(
-    conversation: Any, turn: Any, *, setting: Any = None, notebook: str | None = None
-) -> bool:
-    """Queue a finished `turn` of `conversation` for the store of `setting`; False if off,
-    broken (warned once) or the turn is still running. Never raises for the store's sake."""
-    store = get_store(setting)
-    if store is None:
-        return False
-    return store.record(conversation, turn, notebook=notebook)
-
-
-# -- recording every finished turn (the runner calls `record_finished`) -------------------------
-_settings: dict[str, Any] = {"setting": None, "notebook": None}
-
-
-def configure(setting: Any = ..., *, notebook: Any = ...) -> None:
-    """Where finished turns go in this process: `setting` as for `resolve_path` (None: the
-    environment / default; False: off; a path) and the `notebook` they came from (None:
-    ``JPY_SESSION_NAME``, which Jupyter sets for a notebook's kernel). ``%config
-    NbChat.history`` calls this."""
-    if setting is not ...:
-        resolve_path(setting)  # a bad value fails here, not in the worker
-        _settings["setting"] = setting
-    if notebook is not ...:
-        _settings["notebook"] = notebook or None
-
-
-def notebook_path() -> str | None:
-    """The notebook this kernel runs (as configured, else ``JPY_SESSION_NAME``), or None."""
-    import os
-
-    return _settings["notebook"] or os.environ.get("JPY_SESSION_NAME") or None
-
-
-def current_store() -> Store | None:
-    """The store finished turns go to now (None: history off)."""
-    return get_store(_settings["setting"])
-
-
-def record_finished(conversation: Any, turn: Any) -> None:
-    """The turn-completion hook: queue `turn` for the configured store. Never raises."""
-    import logging
-
-    try:
-        store = current_store()
-        if store is not None:
-            store.record(conversation, turn, notebook=notebook_path())
-    except Exception:  # the history must never break a turn
-        logging.getLogger("nbchat").exception("nbchat history: recording a turn failed")
+    cid, data = read_stored(conversation, path)
+    conv = Conversation.from_dict(data)
+    set_conversation_id(conv, cid)
+    return conv

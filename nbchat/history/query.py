@@ -10,19 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import NbChatError, ValidationError
 from .schema import connect, resolve_path
-from .store import set_conversation_id
 
 __all__ = [
     "HistoryOff",
     "conversations",
+    "format_table",
     "search",
-    "load",
+    "is_history_id",
+    "read_stored",
     "last_conversation",
     "to_dataframe",
     "turn_rows",
@@ -256,13 +257,21 @@ def _resolve_id(conn: sqlite3.Connection, cid: str) -> str:
     raise ValidationError("conversation id", cid, "an id listed by %chat history --all")
 
 
-def load(conversation: str, path: Any = None) -> Any:
-    """The stored conversation `conversation` (an id or a unique prefix) as a live
-    `nbchat.Conversation`: its system prompt, default parameters and every stored turn (with
-    flags, usage, timings and cells, so re-running a turn's cell replaces it). New turns sent
-    on it are recorded to the same stored conversation."""
-    from ..conversation import Conversation
+def is_history_id(source: Any) -> bool:
+    """Whether `Conversation.load(source)` means a stored conversation: a string that names no
+    existing file, has no path separator and does not end in .json/.jsonl."""
+    import os
 
+    if not isinstance(source, str) or os.path.exists(source):
+        return False
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    looks_like_path = any(sep in source for sep in seps)
+    return not looks_like_path and not source.lower().endswith((".json", ".jsonl"))
+
+
+def read_stored(conversation: str, path: Any = None) -> tuple[str, dict[str, Any]]:
+    """(the full id, the conversation as `Conversation.from_dict` takes it) for a stored
+    conversation id or unique prefix; `ValidationError` naming the id otherwise."""
     with _reader(path) as conn:
         if conn is None:
             raise ValidationError("conversation id", conversation, "an id in the history store")
@@ -276,12 +285,29 @@ def load(conversation: str, path: Any = None) -> Any:
                 "SELECT data FROM turns WHERE conversation = ? ORDER BY seq", (cid,)
             )
         ]
-    conv = Conversation.from_dict(
-        {
-            "system": json.loads(system) if system else None,
-            "params": json.loads(params) if params else {},
-            "turns": turns,
-        }
-    )
-    set_conversation_id(conv, cid)
-    return conv
+    data = {
+        "system": json.loads(system) if system else None,
+        "params": json.loads(params) if params else {},
+        "turns": turns,
+    }
+    return cid, data
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as a plain-text table (times as local YYYY-MM-DD HH:MM, long text cut at 60)."""
+    import time
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if key in ("last_used", "finished_at"):
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
+        text = " ".join(str(value).split())
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    cells = [[cell(c, r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)

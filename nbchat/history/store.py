@@ -106,14 +106,12 @@ class Store:
         snap = turn.to_dict()
         if snap.get("status") == "running":
             return False
-        turns = conversation.turns
-        first = _text(list(turns[0].input)) if turns else ""
         system = conversation.system
         params = dict(conversation.params)
         item = {
             "conversation": conversation_id(conversation),
             "turn": snap,
-            "title": first or _text(snap.get("input") or []),
+            "title": _text(snap.get("input") or []),  # the first one written stays
             "system": system,
             "params": params,
             "notebook": notebook,

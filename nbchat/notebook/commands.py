@@ -1,4 +1,5 @@
-"""The ``%chat <command>`` line magic: panel, reset, history, models, export, config, stop."""
+"""The ``%chat <command>`` line magic: panel, reset, history, resume, search, models, export,
+config, stop (the history store's commands are in `historycmd`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ Commands
 --------
 panel             show the parameter panel driving the conversation
 reset             forget every turn (the system prompt stays); stops a running reply
-history           show the transcript
+history [--all]   the transcript and this kernel's stored conversations; --all: every
+                  stored conversation (id, title, notebook, turns, last used, model)
+resume [ID]       continue a stored conversation in the variable (-n VAR); no ID: this
+                  notebook's last conversation
+search TEXT       stored turns whose prompt, reply or thinking contain every word
 models            list the models the backend offers (--backend NAME to pick one)
 export [PATH]     PATH.json (Conversation.save) or PATH.csv (to_dataframe); no path:
                   return the DataFrame
@@ -40,7 +45,8 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     names = ", ".join(_COMMANDS)
     if not tokens:
         raise UsageError(
-            "%chat needs a command: panel, reset, history, models, export [path], config, stop "
+            "%chat needs a command: panel, reset, history [--all], resume [ID], search TEXT, "
+            "models, export [path], config, stop "
             "(%%chat with a cell body sends a message; see %%chat?)"
         )
     command, rest = tokens[0].lower(), tokens[1:]
@@ -48,7 +54,7 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     handler = _COMMANDS.get(command)
     if handler is None:
         raise UsageError(f"%chat: unknown command {command!r}; allowed: {names}")
-    if rest and command != "export":
+    if rest and command not in ("export", "history", "resume", "search"):
         raise UsageError(f"%chat {command}: unexpected arguments {' '.join(rest)!r}")
     return handler(magics, name=name, backend=backend, args=rest)
 
@@ -68,10 +74,22 @@ def _reset(m: ChatMagics, *, name: str | None, backend: str | None, args: list[s
     m.named(name).reset()
 
 
-def _history(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
-    from IPython.display import display
+def _history(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+    from .historycmd import history_command
 
-    display(m.named(name))
+    return history_command(m, name=name, args=args)
+
+
+def _resume(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    from .historycmd import resume_command
+
+    resume_command(m, name=name, args=args)
+
+
+def _search(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+    from .historycmd import search_command
+
+    return search_command(m, name=name, args=args)
 
 
 def _models(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
@@ -129,8 +147,16 @@ def _config(m: ChatMagics, *, name: str | None, backend: str | None, args: list[
         ("interpolate", repr(s.interpolate)),
         ("live", f"{s.live!r} (this cell: {live})"),
         ("conversation", repr(s.conversation)),
+        ("history", _history_setting(s.history)),
     ]
     print(redact("\n".join(f"NbChat.{k:<19} {v}" for k, v in rows)))
+
+
+def _history_setting(value: Any) -> str:
+    from ..history import resolve_path
+
+    path = resolve_path(value)
+    return f"{value!r} -> " + (str(path) if path is not None else "off")
 
 
 def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
@@ -141,6 +167,8 @@ _COMMANDS = {
     "panel": _panel,
     "reset": _reset,
     "history": _history,
+    "resume": _resume,
+    "search": _search,
     "models": _models,
     "export": _export,
     "config": _config,

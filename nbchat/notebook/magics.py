@@ -61,8 +61,9 @@ raise on errors and leave a static Markdown/HTML/text output. Override with
 %config NbChat.live = "always" | "never".
 
 Settings: %config NbChat (backend, model, base_url, api_key, defaults, auto_approve_tools,
-interpolate, live, conversation). API keys come from CO_API_KEY or NbChat.api_key, never
-from a flag. Commands: %chat panel | reset | history | models | export [path] | config | stop.
+interpolate, live, conversation, history). API keys come from CO_API_KEY or NbChat.api_key, never
+from a flag. Commands: %chat panel | reset | history [--all] | resume [ID] | search TEXT |
+models | export [path] | config | stop.
 
 Examples
 --------

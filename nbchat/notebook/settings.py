@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Unicode, observe
+from traitlets import Bool, Dict, Enum, Unicode, Union, observe
 from traitlets.config import Configurable
 
 __all__ = ["NbChat"]
@@ -62,6 +62,19 @@ class NbChat(Configurable):
     conversation = Unicode(
         "chat", help="Name of the Conversation variable %%chat uses when -n/--name is not given."
     ).tag(config=True)
+
+    history = Union(
+        [Bool(), Unicode()],
+        default_value=True,
+        help="The chat history store every finished turn is written to: True (NBCHAT_HISTORY, "
+        "else <user data dir>/nbchat/history.sqlite3), False (off) or a path.",
+    ).tag(config=True)
+
+    @observe("history")
+    def _history_changed(self, change: dict[str, Any]) -> None:
+        from .. import history
+
+        history.configure(None if change["new"] is True else change["new"])
 
     @observe("api_key")
     def _register_key(self, change: dict[str, Any]) -> None:
