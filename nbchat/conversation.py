@@ -277,6 +277,10 @@ class Conversation:
         `params` are v2 request fields (model, temperature, documents, tools as dicts, ...)
         on top of the conversation's defaults; `tools` are Python functions the model may
         call (run after `approve(calls)`, or automatically when `approve` is None).
+        ``images=[...]`` (matplotlib figures/axes, PIL images, numpy arrays, IPython Images,
+        bytes, paths, URLs; see `nbchat.images`) are appended to the prompt as ``image_url``
+        blocks, with ``image_detail`` (auto, low, high); ``thinking={"type": "enabled",
+        "token_budget": N}`` asks a reasoning model to think first.
         """
         from . import runner
 

@@ -129,6 +129,20 @@ def test_serve_answers_400_in_cohere_shape_naming_the_field():
         assert status == 400 and "thinking.type" in json.loads(body)["message"]
 
 
+@pytest.mark.engine
+def test_serve_accepts_thinking_disabled_on_the_embedded_engine():
+    body = {
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "thinking": {"type": "disabled"},
+        "max_tokens": 3,
+    }
+    with run_server(create_app(LocalBackend())) as url:
+        status, _, raw = post(url, body, timeout=120)
+    assert status == 200, raw
+    assert json.loads(raw)["message"]["role"] == "assistant"
+
+
 def test_serve_passes_thinking_and_images_to_a_backend_that_takes_them():
     echo = EchoBackend()
     image_msg = {"role": "user", "content": [{"type": "text", "text": "what?"}, image_block(PIXEL)]}
