@@ -18,7 +18,15 @@ first content-delta event. Prints connections per client instance and, per clien
 TTFT of turn 1 and of turns 2..N, as ratios to the floor and to the SDK.
 Goal: 1 connection per client, turns 2..N <= 1.05x the floor.
 
-    python bench/hosted_turns.py [--rounds 3] [--turns 10] [--delay 20] [--before DIR]
+Turn 1 of plain nbchat includes the lazy import of httpcore (and trio, when installed) and the
+SSL context, which the SDK and the floor pay when the client is built, before the clock;
+``preconnect()`` (what ``%load_ext nbchat`` does) moves that and TCP+TLS off turn 1.
+
+--h2 serves HTTP/2 only (an asyncio server on the h2 package, which must be importable) and
+compares nbchat with ``HTTPBackend.http2 = True`` against httpx with ``http2=True``: on one
+kept-alive connection a turn costs one round trip either way, so h2 is off by default.
+
+    python bench/hosted_turns.py [--rounds 3] [--turns 10] [--delay 20] [--before DIR] [--h2]
 """
 
 from __future__ import annotations
