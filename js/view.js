@@ -183,6 +183,7 @@ function fmtStats(S, status) {
     bits.push(`${tokens ?? 0} tokens` + (inBits.length ? ` (${inBits.join(", ")})` : ""));
   }
   if (st.thinking_tokens) bits.push(`thinking ${st.thinking_tokens} · answer ${st.answer_tokens ?? 0}`);
+  if (st.rounds > 1) bits.push(`${st.rounds} rounds`);
   let tps = st.tps;
   if (tps === undefined && S.firstAt && S.n > 1 && !["done", "stopped", "error"].includes(status)) {
     const dt = (performance.now() - S.firstAt) / 1000;
@@ -332,12 +333,20 @@ function render({ model, el: root }) {
           const head = el("div", "nbchat-call-head");
           head.append(el("span", "nbchat-call-label", "tool call"), el("code", "nbchat-call-name", c.name));
           let state = null;
-          if (c.approved === false) state = el("span", "nbchat-call-state nbchat-call-denied", "denied");
+          if (c.approved === false || c.outcome === "denied") state = el("span", "nbchat-call-state nbchat-call-denied", "denied");
+          else if (c.outcome === "invalid" || c.outcome === "error") {
+            state = el("span", "nbchat-call-state nbchat-call-error", c.outcome);
+            state.title = c.outcome === "invalid"
+              ? "the arguments do not fit the tool's schema: not run, the error went back to the model"
+              : "the tool raised an error (sent back to the model)";
+          } else if (c.outcome === "notrun") state = el("span", "nbchat-call-state nbchat-call-notrun", `not run: ${c.why || "no result"}`);
           else if (c.result !== undefined) state = el("span", "nbchat-call-state nbchat-call-ok", "ran");
+          if (state) d.dataset.outcome = c.outcome || (c.result !== undefined ? "ran" : "");
           if (state) head.append(state);
           d.append(head, el("pre", "nbchat-call-args", prettyArgs(c.args)));
           if (c.result !== undefined) {
-            const r = el("pre", "nbchat-call-result", c.result);
+            const bad = c.outcome === "invalid" || c.outcome === "error";
+            const r = el("pre", "nbchat-call-result" + (bad ? " nbchat-call-result-error" : ""), c.result);
             r.title = "tool result (sent back to the model)";
             d.append(r);
           }
@@ -408,7 +417,10 @@ function render({ model, el: root }) {
     badge.textContent = status === "stopped" ? "■ Stopped — partial reply kept" : "";
     stats.textContent = fmtStats(S, status);
     const fin = (meta.stats || {}).finish;
-    stats.title = fin && FINISH_HELP[fin] ? `finish_reason ${fin}: ${FINISH_HELP[fin]}` : "";
+    stats.title = [
+      fin && FINISH_HELP[fin] ? `finish_reason ${fin}: ${FINISH_HELP[fin]}` : "",
+      (meta.stats || {}).rounds > 1 ? "max_tokens applies to each model round (tool calls add rounds)" : "",
+    ].filter(Boolean).join("\n");
     const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
     stop.hidden = !live;
     if (live && status !== "stopping") {

@@ -215,6 +215,10 @@ class TurnHandle:
                 request = copy.deepcopy(self.composed.request)  # exactly what compose built
             else:  # our own tool messages, or a history that grew while this turn queued
                 request = round_request(self.request, messages)
+                if rounds > 0 and request.get("tool_choice") == "REQUIRED":
+                    # REQUIRED forces the first step to call a tool; forcing every round would
+                    # keep the model calling tools until max_tool_rounds
+                    del request["tool_choice"]
             acc = self._stream(request)
             if self.cancel_signal.is_set():
                 return "cancelled", None, self.cancel_signal.reason or "cancelled", None
@@ -294,32 +298,40 @@ class TurnHandle:
         return acc
 
     def _run_tools(self, calls: list[dict[str, Any]]) -> None:
-        from .tools import run_tool_call
+        """Answer every call: an invalid one (checked against its tool's signature first)
+        gets the error without being offered for approval; valid ones run if approved.
+        Listeners get the call with an ``outcome``: "invalid", "denied", "error" (the tool
+        raised, or returned only an error) or "ran"."""
+        from .tools import run_tool_call, validate_call
 
         self._notify("on_tool_calls", copy.deepcopy(calls))
+        problems = [validate_call(call, self.functions) for call in calls]
+        valid = [c for c, p in zip(calls, problems, strict=True) if p is None]
         decision: Any = True
-        if self.approve is not None:
-            decision = self.approve(copy.deepcopy(calls))  # may block on an Approve/Deny click
+        if self.approve is not None and valid:
+            decision = self.approve(copy.deepcopy(valid))  # may block on an Approve/Deny click
         if isinstance(decision, (list, tuple)):
-            allowed = [bool(d) for d in decision] + [False] * (len(calls) - len(decision))
+            allowed = [bool(d) for d in decision] + [False] * (len(valid) - len(decision))
         else:
-            allowed = [bool(decision)] * len(calls)
-        for call, ok in zip(calls, allowed, strict=False):
+            allowed = [bool(decision)] * len(valid)
+        verdict = iter(allowed)
+        for call, problem in zip(calls, problems, strict=True):
             if self.cancel_signal.is_set():
                 return
-            if ok:
+            call_id = call.get("id") or ""
+            if problem is not None:
+                outcome, result = "invalid", _tool_error(call_id, problem)
+            elif next(verdict, False):
                 result = run_tool_call(call, self.functions)
+                outcome = "error" if _only_error(result) else "ran"
             else:
-                result = {
-                    "role": "tool",
-                    "tool_call_id": call.get("id") or "",
-                    "content": [{"type": "document", "document": {"data": {"error": DENIED}}}],
-                }
+                outcome, result = "denied", _tool_error(call_id, DENIED)
             with self._lock:
                 if self._finalized:
                     raise _Abort
                 self.turn.output.append(result)
                 call_copy, result_copy = copy.deepcopy(call), copy.deepcopy(result)
+            call_copy["outcome"] = outcome
             self._notify("on_tool_result", call_copy, result_copy)
 
     # -- finishing -----------------------------------------------------------------------------
@@ -400,6 +412,23 @@ class TurnHandle:
         from .history.recorder import record_finished
 
         record_finished(self.conversation, self.turn)
+
+
+def _tool_error(call_id: str, text: str) -> dict[str, Any]:
+    return {
+        "role": "tool",
+        "tool_call_id": call_id,
+        "content": [{"type": "document", "document": {"data": {"error": text}}}],
+    }
+
+
+def _only_error(message: dict[str, Any]) -> bool:
+    """A tool message whose only document is ``{"error": ...}`` (the tool raised)."""
+    docs = message.get("content") or []
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        return False
+    data = (docs[0].get("document") or {}).get("data")
+    return isinstance(data, dict) and list(data) == ["error"]
 
 
 def _output_tokens(usage: dict[str, Any] | None) -> float | None:

@@ -121,8 +121,9 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         ("--max-tokens",),
-        f"Maximum output tokens, {_range('max_tokens')} (finish reason MAX_TOKENS). "
-        "Unset: the model's limit.",
+        f"Maximum output tokens per model round, {_range('max_tokens')} (finish reason "
+        "MAX_TOKENS). A turn with tool calls has one round per tool step, each with this "
+        "budget (the stats show the rounds). Unset: the model's limit.",
         "max_tokens",
         {"metavar": "N", "type": int},
         "int",

@@ -268,7 +268,7 @@ def turn_summary(turn: Any) -> dict[str, Any]:
         "text": text or "",
         "citations": [c for c in cits if c.get("type") != "THINKING_CONTENT"],
         "thinking_citations": [c for c in cits if c.get("type") == "THINKING_CONTENT"],
-        "tool_plan": "".join(m.get("tool_plan") or "" for m in assistants),
+        "tool_plan": "\n".join(m["tool_plan"] for m in assistants if m.get("tool_plan")),
         "tool_calls": calls,
         "finish_reason": finish,
         "usage": usage if isinstance(usage, dict) else None,

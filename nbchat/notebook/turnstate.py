@@ -105,12 +105,27 @@ class TurnState:
                 )
         self.set_meta(calls=self.calls_meta())
 
-    def set_result(self, call_id: Any, text: str) -> None:
+    def set_result(self, call_id: Any, text: str, outcome: str | None = None) -> None:
+        """A call's result; `outcome` ("ran", "error", "invalid", "denied") picks its badge."""
         for key, c in self._keyed_calls():
             if c["id"] == call_id and "result" not in c:
-                self._call_state.setdefault(key, {})["result"] = args_text(text, 500)
+                state = self._call_state.setdefault(key, {})
+                state["result"] = args_text(text, 500)
+                if outcome:
+                    state["outcome"] = outcome
                 break
         self.set_meta(calls=self.calls_meta())
+
+    def mark_unrun(self, reason: str) -> None:
+        """Calls that got no result (e.g. the reply was cut by max_tokens): say why."""
+        changed = False
+        for key, c in self._keyed_calls():
+            if "result" not in c and "approved" not in c and "outcome" not in c:
+                self._call_state.setdefault(key, {})["outcome"] = "notrun"
+                self._call_state[key]["why"] = reason
+                changed = True
+        if changed:
+            self.set_meta(calls=self.calls_meta())
 
     def set_approved(self, ok: bool) -> None:
         for key, _c in self._keyed_calls():
@@ -151,7 +166,8 @@ class TurnState:
 
     @property
     def plan(self) -> str:
-        return "".join(acc.tool_plan for acc in self.steps)
+        # one line per model round ("…Tokyo." then "I will use…" never run together)
+        return "\n".join(acc.tool_plan for acc in self.steps if acc.tool_plan)
 
     @property
     def citations(self) -> list[dict[str, Any]]:
@@ -180,6 +196,9 @@ class TurnState:
             if gen > 0 and out_tokens > 1:
                 stats["tps"] = round((out_tokens - 1) / gen, 1)
         stats["elapsed"] = round(now - t0, 2)
+        rounds = sum(1 for acc in self.steps if acc.events)
+        if rounds > 1:  # max_tokens applies to each round: say how many there were
+            stats["rounds"] = rounds
         if self.think_tokens:  # streamed pieces: Cohere reports no thinking/answer split
             stats["thinking_tokens"] = self.think_tokens
             stats["answer_tokens"] = max(0, self.tokens - self.think_tokens)

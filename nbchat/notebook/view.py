@@ -258,7 +258,7 @@ class TurnView(anywidget.AnyWidget):
                     )
             content = "\n".join(parts)
         with self._lock:
-            self._st.set_result(call.get("id"), str(content or ""))
+            self._st.set_result(call.get("id"), str(content or ""), call.get("outcome"))
         self._flush()
 
     def _on_done(self, turn: Any) -> None:
@@ -280,6 +280,8 @@ class TurnView(anywidget.AnyWidget):
                     st.error = redact(str(err))
             else:
                 cancelled = self._stop_requested
+            if st.finish == "MAX_TOKENS":
+                st.mark_unrun("max_tokens reached")
             status = (
                 "stopped"
                 if cancelled
