@@ -22,6 +22,8 @@ from IPython.core.error import UsageError
 
 from .flags import flag_message, request_fields, tool_functions
 from .interpolate import interpolate
+from .interrupt import install as _install_interrupt
+from .interrupt import watch
 from .kernel import cell_info, is_live
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,6 +110,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
         except ValidationError as exc:
             raise UsageError(flag_message(exc)) from None
         view.attach(handle)
+        watch_interrupts(m.shell, conv)
         if args.wait:
             handle.wait()  # Ctrl-C cancels the turn
             handle.turn.raise_for_status()
@@ -269,3 +272,9 @@ def _headless_approve(shell: Any, calls: list[dict[str, Any]]) -> bool:
         file=sys.stderr,
     )
     return False
+
+
+def watch_interrupts(shell: Any, conv: Any) -> None:
+    """Kernel → Interrupt stops this conversation's streaming replies (see interrupt.py)."""
+    watch(conv)
+    _install_interrupt(shell)

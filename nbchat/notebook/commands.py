@@ -160,7 +160,27 @@ def _history_setting(value: Any) -> str:
 
 
 def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
-    m.named(name).cancel()
+    conv = m.named(name)
+    label = name or m.settings.conversation
+    handles = conv.running_handles()
+    if not handles:
+        print(f"nothing to stop: no reply is streaming in {label}")
+        return
+    for h in handles:
+        h.cancel()
+    for h in handles:
+        h.wait(5)
+        t = h.turn
+        n = len(t.text or "")
+        print(
+            f"stopped the reply to {_short(t.prompt)} in {label} after {n} character"
+            f"{'' if n == 1 else 's'} (partial reply kept, marked stopped)"
+        )
+
+
+def _short(prompt: Any) -> str:
+    text = " ".join(str(prompt or "").split())
+    return repr(text if len(text) <= 40 else text[:39] + "…")
 
 
 _COMMANDS = {

@@ -328,6 +328,11 @@ class Panel(w.VBox):
             view.close()
             return None
         view.attach(handle)
+        from IPython import get_ipython
+
+        from .cell import watch_interrupts
+
+        watch_interrupts(get_ipython(), self.conversation)  # Kernel → Interrupt stops it
         with self._lock:
             self._handle = handle
             self.views.append(view)
