@@ -302,7 +302,7 @@ function render({ model, el: root }) {
       images.hidden = !imgs.length;
       images.replaceChildren(
         ...imgs.map((src) => {
-          // only the kernel's own data: URIs become <img>; anything else is shown as text
+          // only the kernel's own data: URIs become images; anything else is shown as text
           if (!/^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+$/.test(src)) return el("span", "nbchat-thumb-text", src);
           const img = el("img", "nbchat-thumb");
           img.src = src;
