@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow binding a non-loopback address (warns when no token is set)",
     )
+    s.add_argument(
+        "--base-url", default=None, help="the engine behind --backend openai/v2 (its URL)"
+    )
     s.add_argument("--max-streams", type=int, default=8, help="concurrent generations (503 beyond)")
     s.add_argument("--max-body", type=int, default=1_000_000, help="request body limit in bytes")
     s.add_argument(
@@ -124,6 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
         model=args.model,
         backend=args.backend,
         allow_remote=args.allow_remote,
+        base_url=args.base_url,
         max_body=args.max_body,
         max_streams=args.max_streams,
         log_level=args.log_level,

@@ -32,6 +32,7 @@ def serve(
     model: str | None = None,
     backend: Backend | str | None = None,
     allow_remote: bool = False,
+    base_url: str | None = None,
     *,
     max_body: int = 1_000_000,
     max_streams: int = 8,
@@ -40,7 +41,8 @@ def serve(
 ) -> None:
     """Run the server until interrupted (blocking).
 
-    backend: a Backend, or a name for `get_backend` ("local" by default). token falls back to
+    backend: a Backend, or a name for `get_backend` ("local" by default; base_url is its endpoint
+    for openai/v2). token falls back to
     the NBCHAT_SERVER_TOKEN environment variable. A non-loopback host needs allow_remote=True
     and prints a warning when no token is set. `ready(url)` is called once the socket is bound.
     """
@@ -73,7 +75,7 @@ def serve(
         model = model or default_model(name) or None
 
         def factory() -> Backend:
-            return get_backend(name, model=model)
+            return get_backend(name, model=model, base_url=base_url)
 
         if name != "local":  # remote backends are cheap to build: fail early on bad config
             backend_obj = factory()

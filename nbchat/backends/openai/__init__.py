@@ -53,7 +53,8 @@ last text delta otherwise. ``finish_reason``: ``length`` -> MAX_TOKENS; ``tool_c
 reason once a tool call was streamed) -> TOOL_CALL; ``content_filter`` -> ERROR;
 ``stop`` -> COMPLETE or STOP_SEQUENCE, see `stop_reason_rule`. Usage comes from the final
 chunk (``stream_options.include_usage``); servers that send none (llama-cpp-python) get
-``output_tokens`` = the number of streamed chunks (one per token there) and ``input_tokens`` 0.
+``output_tokens`` = the number of streamed chunks (one per token there) and ``input_tokens``
+counted by the server's tokenize endpoint (`OpenAIBackend._count_prompt`).
 
 Errors: an HTTP error -> ``APIError`` (status + the server's message, from OpenAI's
 ``{"error": {"message"}}``, vLLM's ``{"message"}`` or FastAPI's ``{"detail"}``); no answer ->

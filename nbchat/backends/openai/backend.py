@@ -90,6 +90,7 @@ class OpenAIBackend(HTTPBackend):
             )
         self.response_format_style = response_format_style
         self._served: list[str] | None = None
+        self._count_path: str | None = None  # the tokenize endpoint that answered
 
     def __repr__(self) -> str:
         key = "set" if self._key.get() else "none"
@@ -121,6 +122,43 @@ class OpenAIBackend(HTTPBackend):
         except ValueError:
             raise APIError("invalid JSON from /v1/models", status_code=resp.status_code) from None
         return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    def _count_prompt(self, request: dict[str, Any]) -> int | None:
+        """The prompt's token count from the server, for servers whose stream has no usage.
+
+        ``POST /tokenize`` with the chat messages (vLLM, SGLang: the exact count, chat template
+        included), else ``POST /extras/tokenize/count`` with the messages' text (llama-cpp-
+        python: the text's tokens, without the template's few role tokens). None if neither.
+        """
+        import httpx
+
+        body = to_openai_request(request, self._model_for(request), send_top_k=False)
+        messages = body.get("messages") or []
+        text = "\n".join(
+            f"{m.get('role')}\n{m['content'] if isinstance(m.get('content'), str) else ''}"
+            for m in messages
+        )
+        attempts = [
+            ("/tokenize", {"model": body.get("model"), "messages": messages}),
+            ("/extras/tokenize/count", {"input": text}),
+        ]
+        if self._count_path is not None:  # the one that worked before
+            attempts = [a for a in attempts if a[0] == self._count_path]
+        for path, payload in attempts:
+            try:
+                resp = self._client().post(
+                    self.base_url + path,
+                    json=payload,
+                    headers=self._auth({"Content-Type": "application/json"}),
+                    timeout=httpx.Timeout(10.0),
+                )
+                count = resp.json().get("count") if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                continue
+            if isinstance(count, int) and count > 0:
+                self._count_path = path
+                return count
+        return None
 
     def _model_for(self, request: dict[str, Any]) -> str:
         model = request.get("model") or self.model
@@ -173,6 +211,16 @@ class OpenAIBackend(HTTPBackend):
                 raise Cancelled(cancel.reason or "cancelled")
             if not decoder.done and tr.finish_reason is None and tr.error is None:
                 raise NetError("stream ended before the server sent a finish_reason")
+            if not tr.usage and not guard.cancelled:
+                # no usage in the stream (llama-cpp-python): count the prompt, never report 0;
+                # on the same kept-alive connection, so the stream's body is finished first
+                if decoder.done:
+                    drain(chunks, resp)
+                resp.close()
+                resp = None
+                n_in = self._count_prompt(request)
+                if n_in is not None:
+                    tr.usage = {"prompt_tokens": n_in, "completion_tokens": tr.chunks}
             yield from tr.finish()
         finally:
             # [DONE] seen: read the body's end so the connection is reused by the next turn.

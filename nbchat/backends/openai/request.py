@@ -72,8 +72,7 @@ def _messages(request: dict[str, Any]) -> list[dict[str, Any]]:
                     }
                     for c in calls
                 ]
-                if not msg["content"]:
-                    msg["content"] = None  # OpenAI's shape for a pure tool-call turn
+                # a pure tool-call turn: "" (OpenAI also takes null, llama-cpp-python does not)
             out.append(msg)
         elif role == "tool":
             out.append(
