@@ -42,13 +42,20 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
     except ValueError as exc:
         raise UsageError(f"%%chat: cannot parse the flags: {exc}") from None
     do_interp = s.interpolate and "--no-interpolate" not in tokens
+    err = m.errors.lookup  # @{Err} / @{Err[n]}
     if do_interp:
-        tokens = [interpolate(t, ns, "the %%chat flags") for t in tokens]
+        tokens = [interpolate(t, ns, "the %%chat flags", err) for t in tokens]
     args = m.chat_cell.parser.parse_args(tokens)
-    prompt = interpolate(cell, ns) if do_interp else cell
+    prompt = interpolate(cell, ns, special=err) if do_interp else cell
     prompt = prompt.strip("\n")
     if not prompt.strip():
         raise UsageError("%%chat: the cell is empty; write the message below the %%chat line")
+    if args.context:
+        from .context import describe
+        from .flags import lookup
+
+        described = [describe(v, lookup(ns, v, "--context")) for v in args.context]
+        prompt = "\n\n".join([prompt, *described])
 
     name = check_name(args.name or s.conversation, "-n/--name")
     backend_name = m.backend_name(args.backend)
@@ -102,7 +109,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
                 prompt,
                 params,
                 cell=info,
-                listener=view.listener(),
+                listener=_code_to_cell(m, args, view.listener(), view),
                 tools=tools,
                 approve=None if approve_all else view.approve,
                 background=True,
@@ -125,7 +132,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
             prompt,
             params,
             cell=info,
-            listener=recorder,
+            listener=_code_to_cell(m, args, recorder, None),
             tools=tools,
             approve=None if approve_all else lambda calls: _headless_approve(m.shell, calls),
             background=False,
@@ -141,6 +148,15 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
         raise
     _show_static(recorder.turn)
     return None
+
+
+def _code_to_cell(m: ChatMagics, args: Any, listener: Any, view: Any) -> Any:
+    """--code: the listener, wrapped to put the reply's first code block into a new cell."""
+    if not args.code:
+        return listener
+    from .actions import CodeToCell
+
+    return CodeToCell(listener, m.shell, view)
 
 
 def _params(m: ChatMagics, args: Any, backend_name: str, conv: Any) -> dict[str, Any]:

@@ -31,6 +31,9 @@ export [PATH]     PATH.json (Conversation.save) or PATH.csv (to_dataframe); no p
                   return the DataFrame
 config            show the NbChat settings (the API key only as set/unset)
 stop              stop the streaming reply (the partial text stays, flagged)
+fix [N] [FLAGS]   send the last error (or cell [N]'s) with the source of the cell that
+                  raised it, asking for the corrected cell; FLAGS are %%chat flags
+                  (e.g. --code: the fix goes into a new cell below)
 
 ``-n VAR`` picks the Conversation variable (default: NbChat.conversation, "chat").
 """
@@ -46,7 +49,7 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     if not tokens:
         raise UsageError(
             "%chat needs a command: panel, reset, history [--all], resume [ID], search TEXT, "
-            "models, export [path], config, stop "
+            "models, export [path], config, stop, fix [N] "
             "(%%chat with a cell body sends a message; see %%chat?)"
         )
     command, rest = tokens[0].lower(), tokens[1:]
@@ -54,6 +57,8 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     handler = _COMMANDS.get(command)
     if handler is None:
         raise UsageError(f"%chat: unknown command {command!r}; allowed: {names}")
+    if command == "fix":
+        return _fix(magics, name=name, backend=backend, args=rest)
     if rest and command not in ("export", "history", "resume", "search"):
         raise UsageError(f"%chat {command}: unexpected arguments {' '.join(rest)!r}")
     return handler(magics, name=name, backend=backend, args=rest)
@@ -159,6 +164,22 @@ def _history_setting(value: Any) -> str:
     return f"{value!r} -> " + (str(path) if path is not None else "off")
 
 
+def _fix(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    from .actions import fix_prompt
+    from .cell import run_cell
+
+    n = None
+    if args and args[0].lstrip("-").isdigit():
+        n, args = int(args[0]), args[1:]
+    err = m.errors.get(n, "%chat fix")
+    flags = [*args, "--no-interpolate"]
+    if name:
+        flags += ["-n", name]
+    if backend:
+        flags += ["--backend", backend]
+    return run_cell(m, shlex.join(flags), fix_prompt(err, m.errors.format(err)))
+
+
 def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
     conv = m.named(name)
     label = name or m.settings.conversation
@@ -193,6 +214,7 @@ _COMMANDS = {
     "export": _export,
     "config": _config,
     "stop": _stop,
+    "fix": _fix,
 }
 
 

@@ -272,6 +272,21 @@ FLAGS: tuple[Flag, ...] = (
         kwargs={"type": str.lower, "metavar": "NAME"},
     ),
     Flag(
+        ("--context",),
+        "A variable (or expression) whose compact description is added to the prompt: a "
+        "DataFrame/Series as shape, dtypes, head and describe(), an array as shape, dtype, "
+        "first rows and stats, anything else as its repr; at most 4000 characters each, with "
+        "a note of what was cut. Repeat for several. Unset: none.",
+        kwargs={"action": "append", "metavar": "VAR"},
+    ),
+    Flag(
+        ("--code",),
+        "When the reply is complete, put its first code block into a new cell below (not "
+        "run). Live views do it through the nbchat JupyterLab/Notebook extension; headless "
+        "runs through IPython's next-input. Unset: off.",
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
         ("--no-interpolate",),
         "Send @{...} literally. Unset: NbChat.interpolate (on).",
         kwargs={"action": "store_true"},

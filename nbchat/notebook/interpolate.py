@@ -7,6 +7,7 @@ templates pass through untouched. An undefined name is a UsageError naming it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -16,11 +17,17 @@ __all__ = ["interpolate"]
 _INTERP = re.compile(r"@@\{|@\{([^{}]*)\}")
 
 
-def interpolate(text: str, namespace: dict[str, Any], where: str = "the prompt") -> str:
+def interpolate(
+    text: str,
+    namespace: dict[str, Any],
+    where: str = "the prompt",
+    special: Callable[[str], str | None] | None = None,
+) -> str:
     """Replace each ``@{expr}`` in `text` with ``str(eval(expr, namespace))``; ``@@{`` -> ``@{``.
 
     Any other character (``{``, ``}``, ``$``, ``{{``) is left alone. Errors are UsageErrors
-    naming the expression and the missing variable.
+    naming the expression and the missing variable. `special(expr)` may answer an expression
+    first (``Err`` / ``Err[n]``, unless the notebook defines ``Err`` itself); None: evaluate.
     """
 
     def substitute(m: re.Match[str]) -> str:
@@ -29,6 +36,10 @@ def interpolate(text: str, namespace: dict[str, Any], where: str = "the prompt")
         expr = m.group(1).strip()
         if not expr:
             raise UsageError(f"empty @{{}} in {where}: write @{{name}}, or @@{{ for a literal @{{")
+        if special is not None and "Err" not in namespace:
+            answer = special(expr)
+            if answer is not None:
+                return answer
         try:
             value = eval(expr, namespace)  # the user's own kernel namespace, like {expr} in IPython
         except NameError as exc:

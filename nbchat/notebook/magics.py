@@ -23,6 +23,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import kwds, magic_arguments
 
 from .commands import COMMANDS_HELP, run_command
+from .errors_seen import ErrorLog
 from .flags import add_arguments
 from .interpolate import interpolate
 from .kernel import is_live, parent_message
@@ -51,6 +52,10 @@ Interpolation: ``@{expr}`` in the cell or in a flag value is replaced by ``str(e
 evaluated in the notebook; ``@@{`` writes a literal ``@{``. Plain braces are never
 touched, so code with dicts, f-strings or JSON is sent as written. A missing variable
 is an error naming it. Off: --no-interpolate or %config NbChat.interpolate = False.
+``@{Err}`` / ``@{Err[n]}``: the last exception of this kernel / the one of cell [n]
+(type, message, trimmed traceback, secrets redacted). ``--context df``: a compact
+description of a DataFrame or array instead of str(df). ``--code``: the reply's first
+code block goes into a new cell below.
 
 Re-running a cell replaces the turn it produced (keyed by the front end's cell id;
 without one, e.g. in terminal IPython, each run appends).
@@ -63,7 +68,7 @@ raise on errors and leave a static Markdown/HTML/text output. Override with
 Settings: %config NbChat (backend, model, base_url, api_key, defaults, auto_approve_tools,
 interpolate, live, conversation, history). API keys come from CO_API_KEY or NbChat.api_key, never
 from a flag. Commands: %chat panel | reset | history [--all] | resume [ID] | search TEXT |
-models | export [path] | config | stop.
+models | export [path] | config | stop | fix [N] | continue.
 
 Examples
 --------
@@ -95,6 +100,7 @@ class ChatMagics(Magics):
         super().__init__(shell)
         self.settings = NbChat(parent=shell)
         self._backends: dict[tuple[Any, ...], Any] = {}
+        self.errors = ErrorLog(shell)  # the cells that raised: @{Err}, %chat fix
 
     @magic_arguments(name="%chat")  # IPython prefixes one more "%"
     @kwds(description=_CHAT_HELP)
@@ -200,6 +206,7 @@ def load_ipython_extension(ipython: Any) -> None:
     unload_ipython_extension(ipython)  # %reload_ext: drop our previous instance first
     magics = ChatMagics(ipython)
     ipython.register_magics(magics)
+    magics.errors.register()
     if magics.settings not in ipython.configurables:
         ipython.configurables.append(magics.settings)  # reachable from %config NbChat
     table = ipython.magics_manager.magics
@@ -225,6 +232,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     table = ipython.magics_manager.magics
     for kind in ("cell", "line"):
         for name in ("chat", "nbchat"):
-            if _owned_by_us(table[kind].get(name)):
+            func = table[kind].get(name)
+            if _owned_by_us(func):
+                func.__self__.errors.unregister()
                 del table[kind][name]
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, NbChat)]
