@@ -303,6 +303,21 @@ class Conversation:
         )
         return handle.turn
 
+    def continue_(self, backend: Any = None, wait: bool = True, **kwargs: Any) -> Turn:
+        """Continue the last reply where MAX_TOKENS or Stop cut it, appending to the SAME turn
+        (one assistant message; usage summed). ``listener=`` and request fields as in `send`;
+        see `nbchat.followup`."""
+        from .followup import continue_turn
+
+        return continue_turn(self, backend, wait=wait, **kwargs)
+
+    def regenerate(self, backend: Any = None, wait: bool = True, **kwargs: Any) -> Turn:
+        """Re-run the last turn with its own settings (``same=False``: the conversation's; request
+        fields override), replacing it; the old turn is kept in ``new_turn.alternatives``."""
+        from .followup import regenerate_turn
+
+        return regenerate_turn(self, backend, wait=wait, **kwargs)
+
     # -- copies / reset ------------------------------------------------------------------------
     def fork(self, at: int | None = None) -> Conversation:
         """An independent deep copy (optionally only the first `at` turns). Running turns are

@@ -28,7 +28,8 @@ class Turn:
     ``timings`` (``ttft`` s to the first token, ``total`` s, ``tokens_per_second``,
     ``started_at`` epoch seconds), ``logprobs``, ``citations``, ``status`` (``running``,
     ``complete``, ``cancelled``, ``error``), ``error`` (redacted text), ``cell``
-    (``{"execution_count", "cell_id"}`` when known) and ``backend`` (its name).
+    (``{"execution_count", "cell_id"}`` when known), ``backend`` (its name) and
+    ``alternatives`` (the earlier replies `Conversation.regenerate` replaced, as Turns).
 
     A cancelled or failed turn keeps its partial output (``cancelled`` is True, or
     ``finish_reason == "ERROR"`` / ``status == "error"``) but `Conversation.messages` leaves it
@@ -51,6 +52,7 @@ class Turn:
         "error",
         "cell",
         "backend",
+        "alternatives",
         "exception",
         "_live",
         "_lock",
@@ -88,6 +90,8 @@ class Turn:
         self.error = error
         self.cell = dict(cell) if cell else None
         self.backend = backend
+        # earlier replies this turn replaced (Conversation.regenerate), oldest first
+        self.alternatives: list[Turn] = []
         self.exception: BaseException | None = None  # the error object (not serialised)
         self._live: Any = None  # the runner's Accumulator while a round streams
         self._lock: Any = threading.RLock()  # replaced by the conversation's lock when added
@@ -200,6 +204,8 @@ class Turn:
             if self.status == "running" and self._live is not None:
                 # A snapshot of a running turn carries the partial message.
                 d["output"] = self.output + [self._live.message]
+            if self.alternatives:
+                d["alternatives"] = [a.to_dict() for a in self.alternatives]
             return copy.deepcopy(d)
 
     @classmethod
@@ -212,7 +218,7 @@ class Turn:
             from .errors import ValidationError
 
             raise ValidationError("turn.status", status, ", ".join(STATUSES))
-        return cls(
+        turn = cls(
             copy.deepcopy(d.get("input") or []),
             copy.deepcopy(d.get("output") or []),
             params=copy.deepcopy(d.get("params") or {}),
@@ -228,6 +234,8 @@ class Turn:
             cell=d.get("cell"),
             backend=d.get("backend"),
         )
+        turn.alternatives = [cls.from_dict(a) for a in d.get("alternatives") or []]
+        return turn
 
     def copy(self) -> Turn:
         return Turn.from_dict(self.to_dict())

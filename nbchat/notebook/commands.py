@@ -31,6 +31,8 @@ export [PATH]     PATH.json (Conversation.save) or PATH.csv (to_dataframe); no p
                   return the DataFrame
 config            show the NbChat settings (the API key only as set/unset)
 stop              stop the streaming reply (the partial text stays, flagged)
+continue          continue the last reply where MAX_TOKENS or Stop cut it (same turn)
+regenerate        re-run the last turn, replacing it (the old reply: turn.alternatives)
 fix [N] [FLAGS]   send the last error (or cell [N]'s) with the source of the cell that
                   raised it, asking for the corrected cell; FLAGS are %%chat flags
                   (e.g. --code: the fix goes into a new cell below)
@@ -49,7 +51,7 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     if not tokens:
         raise UsageError(
             "%chat needs a command: panel, reset, history [--all], resume [ID], search TEXT, "
-            "models, export [path], config, stop, fix [N] "
+            "models, export [path], config, stop, continue, regenerate, fix [N] "
             "(%%chat with a cell body sends a message; see %%chat?)"
         )
     command, rest = tokens[0].lower(), tokens[1:]
@@ -180,6 +182,52 @@ def _fix(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str
     return run_cell(m, shlex.join(flags), fix_prompt(err, m.errors.format(err)))
 
 
+def _continue(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    _followup(m, name, backend, "continue")
+
+
+def _regenerate(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+    _followup(m, name, backend, "regenerate")
+
+
+def _followup(m: ChatMagics, name: str | None, backend: str | None, kind: str) -> None:
+    """%chat continue / regenerate: live view or static bundle, like a %%chat cell."""
+    from ..errors import ValidationError
+    from .cell import _Recorder, _show_static
+
+    conv = m.named(name)
+    last = conv.last
+    model = (last.model if last is not None else None) or m.settings.model or None
+    b = m.backend(m.backend_name(backend), model)
+    live = is_live(m.shell, m.settings.live)
+    view = None
+    listener: Any = _Recorder()
+    if live:
+        from .view import TurnView
+
+        prompt = last.prompt if last is not None else ""
+        view = TurnView(prompt, title=f"{kind} · {model or ''}".strip(" ·"), refresh_fallback=False)
+        view.display()
+        listener = view.listener()
+    run = conv.continue_ if kind == "continue" else conv.regenerate
+    try:
+        turn = run(b, wait=not live, listener=listener)
+    except ValidationError as exc:
+        if view is not None:
+            view.show_error(exc)
+        raise UsageError(f"%chat {kind}: {exc}") from None
+    except Exception:
+        if listener.__class__ is _Recorder and listener.turn is not None:
+            _show_static(listener.turn)
+        raise
+    if view is not None:
+        handles = conv.running_handles()
+        if handles:
+            view.attach(handles[-1])
+    else:
+        _show_static(turn)
+
+
 def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
     conv = m.named(name)
     label = name or m.settings.conversation
@@ -215,6 +263,8 @@ _COMMANDS = {
     "config": _config,
     "stop": _stop,
     "fix": _fix,
+    "continue": _continue,
+    "regenerate": _regenerate,
 }
 
 

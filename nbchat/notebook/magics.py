@@ -68,7 +68,7 @@ raise on errors and leave a static Markdown/HTML/text output. Override with
 Settings: %config NbChat (backend, model, base_url, api_key, defaults, auto_approve_tools,
 interpolate, live, conversation, history). API keys come from CO_API_KEY or NbChat.api_key, never
 from a flag. Commands: %chat panel | reset | history [--all] | resume [ID] | search TEXT |
-models | export [path] | config | stop | fix [N] | continue.
+models | export [path] | config | stop | continue | regenerate | fix [N].
 
 Examples
 --------
