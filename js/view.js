@@ -61,7 +61,7 @@ function decorateCode(pre) {
   const lang = document.createElement("span");
   lang.className = "nbchat-lang";
   lang.textContent = m ? m[1] : "";
-  bar.append(lang, copyButton(pre));
+  bar.append(lang, ...insertButtons(pre), copyButton(pre));
   pre.replaceWith(wrap);
   wrap.append(bar, pre);
 }
@@ -88,6 +88,46 @@ function copyButton(pre) {
     setTimeout(() => (btn.textContent = "Copy"), 1200);
   });
   return btn;
+}
+
+// -- notebook actions (see labext/src/index.js) ------------------------------------------------
+// "Insert below" puts a code block into a new code cell below the chat cell. Only the nbchat
+// JupyterLab / Notebook 7 extension can do that; it marks the page when it is active, so the
+// button never shows where it cannot work (VS Code, static HTML, other front ends).
+const INSERT_EVENT = "nbchat-insert-below";
+
+function canInsert() {
+  return typeof document !== "undefined" && document.body && document.body.dataset.nbchatInsert === "1";
+}
+
+function insertBelow(from, code) {
+  from.dispatchEvent(new CustomEvent(INSERT_EVENT, { bubbles: true, detail: { code } }));
+}
+
+function codeOf(pre) {
+  return pre.textContent.replace(/\n$/, "");
+}
+
+function insertButtons(pre) {
+  if (!canInsert()) return [];
+  const btn = document.createElement("button");
+  btn.className = "nbchat-insert";
+  btn.type = "button";
+  btn.textContent = "Insert below";
+  btn.title = "Put this code into a new cell below (not run)";
+  btn.addEventListener("click", () => {
+    insertBelow(btn, codeOf(pre));
+    btn.textContent = "Inserted ✓";
+    setTimeout(() => (btn.textContent = "Insert below"), 1200);
+  });
+  return [btn];
+}
+
+// The kernel's {"type": "insert-below", code} (%%chat --code): from a view of this model.
+function kernelInsert(store, code) {
+  const root = [...store.roots].find((r) => r.isConnected);
+  if (root) insertBelow(root, code);
+  else store.pendingInsert = code; // no view yet: the first one to render does it
 }
 
 // Slice a JS string by UTF-16 units (the unit the kernel counts in).
@@ -130,9 +170,10 @@ function plainState(S) {
 
 function initialize({ model }) {
   const initial = model.get("state");
-  const store = { S: initial && initial.s ? Object.assign(blank(), initial) : blank(), views: new Set() };
+  const store = { S: initial && initial.s ? Object.assign(blank(), initial) : blank(), views: new Set(), roots: new Set() };
   stores.set(model, store);
   const onMsg = (msg) => {
+    if (msg.type === "insert-below") return kernelInsert(store, msg.code);
     if (msg.type !== "snap" && msg.s !== undefined && msg.s <= store.S.s) return; // already have it
     if (msg.type !== "snap" && msg.s !== undefined && msg.s > store.S.s + 1) {
       model.send({ type: "resync", s: store.S.s }); // a gap: ask for a snapshot
@@ -434,6 +475,12 @@ function render({ model, el: root }) {
     draw();
   };
   store.views.add(draw);
+  store.roots.add(root);
+  if (store.pendingInsert !== undefined) {
+    const code = store.pendingInsert;
+    delete store.pendingInsert;
+    setTimeout(() => insertBelow(root, code), 0); // once the view is in the page
+  }
   model.on("change:state", onState);
   model.on("change:prompt", draw);
   const timer = setInterval(() => {
@@ -442,6 +489,7 @@ function render({ model, el: root }) {
   draw();
   return () => {
     store.views.delete(draw);
+    store.roots.delete(root);
     model.off("change:state", onState);
     model.off("change:prompt", draw);
     clearInterval(timer);

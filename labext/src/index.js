@@ -131,12 +131,35 @@ function factoryFor(rendermime) {
   };
 }
 
+// "Insert below" (js/view.js dispatches INSERT_EVENT from a code block or a live view): a new
+// code cell holding the code, right below the cell whose output the event came from; not run.
+const INSERT_EVENT = "nbchat-insert-below";
+
+function notebookOf(app, node) {
+  for (const w of app.shell.widgets("main")) {
+    if (w.content && w.content.widgets && w.content.model && w.node.contains(node)) return w.content;
+  }
+  return null;
+}
+
+function insertBelow(app, event) {
+  const code = event.detail && typeof event.detail.code === "string" ? event.detail.code : null;
+  const notebook = code === null ? null : notebookOf(app, event.target);
+  if (!notebook) return;
+  const index = notebook.widgets.findIndex((cell) => cell.node.contains(event.target));
+  if (index < 0) return;
+  notebook.model.sharedModel.insertCell(index + 1, { cell_type: "code", source: code, metadata: {} });
+  notebook.activeCellIndex = index + 1;
+}
+
 const plugin = {
   id: "nbchat:saved-turns",
   description: "Render nbchat turns and panels from saved notebooks, with or without a kernel.",
   autoStart: true,
   requires: [],
   activate: (app) => {
+    document.body.dataset.nbchatInsert = "1"; // js/view.js shows "Insert below" only then
+    document.addEventListener(INSERT_EVENT, (event) => insertBelow(app, event));
     // per notebook: the renderer needs that notebook's registry to find the widget renderer
     app.docRegistry.addWidgetExtension("Notebook", {
       createNew: (panel) => {

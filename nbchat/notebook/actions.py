@@ -55,7 +55,7 @@ class CodeToCell:
         if self.code is None:
             return
         if self.view is not None:
-            self.view.send({"type": "insert-below", "code": self.code})
+            self.view._send_patch({"type": "insert-below", "code": self.code})  # our own view
         else:
             self.shell.set_next_input(self.code, replace=False)
 

@@ -1,0 +1,106 @@
+"""Real browser (JupyterLab 4 and Notebook 7): "Insert below" on a code block of the live view
+and ``%%chat --code`` create a new code cell below the chat cell holding exactly the code,
+through the prebuilt nbchat extension (nbchat/labextension) on the Jupyter path."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from test_browser import TOKEN, _slow_reply  # noqa: E402
+from test_browser_saved import RUN_CELL, _api, _wait_open, browser, server  # noqa: E402, F401
+from v2server import V2Server  # noqa: E402
+
+CODE = "print('INSERTED-42')\nx = {'a': 1}  # <b>not html</b>"
+PIECES = ["Here you go:\n\n", "```python\n", "print('INSERTED-42')\n", "x = {'a': 1}  # <b>not html</b>\n", "```\n\n", "DONE"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def code_server():
+    srv = V2Server(default=_slow_reply(PIECES, 0.02))
+    yield srv
+    srv.close()
+
+
+def _notebook(root: Path, url: str) -> str:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cells = [
+        f"%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n%config NbChat.base_url = {url!r}",
+        "%%chat --backend v2\nGive me code.",
+        "%%chat --backend v2 --code\nGive me code again.",
+    ]
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    name = f"nbchat_actions_{time.monotonic_ns()}.ipynb"
+    nbformat.write(nb, str(root / name))
+    return name
+
+
+SOURCES = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map((c) => [c.cell_type, c.getSource()])"
+
+
+def _sources(page: Any) -> list[list[str]]:
+    return page.evaluate(SOURCES)
+
+
+@pytest.mark.parametrize("front_end", ["lab", "notebook7"])
+def test_insert_below_and_code_flag(server, browser, code_server, front_end) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    base, root = server
+    name = _notebook(root, code_server.url)
+    url = f"{base}/lab/tree/{name}?token={TOKEN}&reset"
+    if front_end == "notebook7":
+        url = f"{base}/notebooks/{name}?token={TOKEN}"
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} {e.stack}"))
+    try:
+        page.goto(url)
+        _wait_open(page, name, kernel=True)
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        page.evaluate(RUN_CELL, 0)
+        page.evaluate(RUN_CELL, 1)
+        turn = cells.nth(1).locator(".nbchat-turn")
+        expect(turn).to_have_attribute("data-status", "done", timeout=30_000)
+        assert len(_sources(page)) == 3
+        insert = turn.locator("button.nbchat-insert")
+        expect(insert).to_have_count(1)
+        expect(turn.locator("button.nbchat-copy")).to_have_count(1)
+        insert.click()
+        page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.length === 4"
+        )
+        assert _sources(page)[2] == ["code", CODE]  # right below the chat cell, exactly the code
+        assert _sources(page)[3][1].startswith("%%chat --backend v2 --code")
+
+        # --code: when the turn completes, its first code block lands below that cell
+        page.evaluate(RUN_CELL, 3)
+        turn3 = cells.nth(3).locator(".nbchat-turn")
+        expect(turn3).to_have_attribute("data-status", "done", timeout=30_000)
+        page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.length === 5",
+            timeout=15_000,
+        )
+        assert _sources(page)[4] == ["code", CODE]
+        ours = [e for e in errors if "notebook_core" not in e]
+        assert ours == [], errors
+    finally:
+        for s in _api(base, "/api/sessions"):
+            _api(base, f"/api/sessions/{s['id']}", "DELETE")
+        ctx.close()
