@@ -630,3 +630,20 @@ def test_models_command_lists_local_model(ip):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([str(Path(__file__)), "-q"]))
+
+
+def test_safety_mode_with_documents_is_refused_before_sending(ip, server):
+    """Cohere: safety_mode is not configurable with documents/tools. %%chat refuses it (dry run
+    or not) naming the flag, with the sentence the panel shows when it disables the box."""
+    from nbchat.protocol.request import SAFETY_MODE_CONFLICT
+
+    ip.user_ns["docs"] = ["The sky is green."]
+    for line in (
+        "--documents docs --safety-mode STRICT",
+        "--dry-run --documents docs --safety-mode OFF",
+    ):
+        res, _ = run(ip, f"%%chat {line}\nWhat colour is the sky?")
+        err = res.error_in_exec
+        assert isinstance(err, UsageError), err
+        assert "--safety-mode" in str(err) and SAFETY_MODE_CONFLICT in str(err)
+    assert server.requests == [] and "chat" not in ip.user_ns

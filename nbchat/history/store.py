@@ -361,20 +361,9 @@ def _insert(conn: sqlite3.Connection, item: dict[str, Any]) -> None:
 
 def _text(messages: list[dict[str, Any]]) -> str:
     """The text of user messages (text blocks; images and documents are not text)."""
-    parts: list[str] = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-            continue
-        parts.append(
-            "".join(
-                str(b.get("text") or "")
-                for b in content or []
-                if isinstance(b, dict) and b.get("type") in (None, "text")
-            )
-        )
-    return "\n".join(parts)
+    from ..protocol.messages import message_text
+
+    return "\n".join(message_text(m) for m in messages)
 
 
 def _reply_texts(output: list[dict[str, Any]]) -> tuple[str, str]:
