@@ -33,6 +33,8 @@ __all__ = [
     "function_to_tool",
     "run_tool_call",
     "validate_call",
+    "error_result",
+    "is_error_result",
     "parse_docstring",
     "type_to_schema",
 ]
@@ -228,6 +230,20 @@ def _result_documents(result: Any) -> list[dict[str, Any]]:
         # One document per record: Cohere cites tool results per document.
         return [_document(d) for d in data]
     return [_document({"result": data})]
+
+
+def error_result(call_id: str, text: str) -> dict[str, Any]:
+    """The ``tool`` message answering a call with ``{"error": text}`` (text redacted)."""
+    return _error_message(call_id, text)
+
+
+def is_error_result(message: dict[str, Any]) -> bool:
+    """A tool message whose only document is ``{"error": ...}`` (the tool raised)."""
+    docs = message.get("content") or []
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        return False
+    data = (docs[0].get("document") or {}).get("data")
+    return isinstance(data, dict) and list(data) == ["error"]
 
 
 def _error_message(call_id: str, text: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .backends.base import Backend, Cancel
 from .compose import Composed, round_request
 from .errors import APIError, Cancelled, NbChatError, redact
 from .listener import Listener, TurnHost
-from .protocol.messages import add_usage
+from .protocol.messages import add_usage, output_tokens
 from .turn import Turn
 
 __all__ = ["TurnHandle", "CANCEL_GRACE", "DENIED"]
@@ -302,7 +302,7 @@ class TurnHandle:
         gets the error without being offered for approval; valid ones run if approved.
         Listeners get the call with an ``outcome``: "invalid", "denied", "error" (the tool
         raised, or returned only an error) or "ran"."""
-        from .tools import run_tool_call, validate_call
+        from .tools import error_result, is_error_result, run_tool_call, validate_call
 
         self._notify("on_tool_calls", copy.deepcopy(calls))
         problems = [validate_call(call, self.functions) for call in calls]
@@ -320,12 +320,12 @@ class TurnHandle:
                 return
             call_id = call.get("id") or ""
             if problem is not None:
-                outcome, result = "invalid", _tool_error(call_id, problem)
+                outcome, result = "invalid", error_result(call_id, problem)
             elif next(verdict, False):
                 result = run_tool_call(call, self.functions)
-                outcome = "error" if _only_error(result) else "ran"
+                outcome = "error" if is_error_result(result) else "ran"
             else:
-                outcome, result = "denied", _tool_error(call_id, DENIED)
+                outcome, result = "denied", error_result(call_id, DENIED)
             with self._lock:
                 if self._finalized:
                     raise _Abort
@@ -384,7 +384,7 @@ class TurnHandle:
             self._t0 = now
         total = now - self._t0
         t.timings["total"] = total
-        out = _output_tokens(t.usage)
+        out = output_tokens(t.usage)
         if out is None:
             out = self._token_events or None
         gen = self._gen_time
@@ -412,34 +412,6 @@ class TurnHandle:
         from .history.recorder import record_finished
 
         record_finished(self.conversation, self.turn)
-
-
-def _tool_error(call_id: str, text: str) -> dict[str, Any]:
-    return {
-        "role": "tool",
-        "tool_call_id": call_id,
-        "content": [{"type": "document", "document": {"data": {"error": text}}}],
-    }
-
-
-def _only_error(message: dict[str, Any]) -> bool:
-    """A tool message whose only document is ``{"error": ...}`` (the tool raised)."""
-    docs = message.get("content") or []
-    if len(docs) != 1 or not isinstance(docs[0], dict):
-        return False
-    data = (docs[0].get("document") or {}).get("data")
-    return isinstance(data, dict) and list(data) == ["error"]
-
-
-def _output_tokens(usage: dict[str, Any] | None) -> float | None:
-    """Generated tokens: usage.tokens.output_tokens, else billed_units.output_tokens."""
-    if not usage:
-        return None
-    for part in ("tokens", "billed_units"):
-        v = (usage.get(part) or {}).get("output_tokens")
-        if isinstance(v, (int, float)):
-            return v
-    return None
 
 
 def _describe(exc: BaseException) -> str:

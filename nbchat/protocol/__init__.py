@@ -20,6 +20,7 @@ _LAZY = {
     "thinking_text": "messages",
     "as_message": "messages",
     "add_usage": "messages",
+    "output_tokens": "messages",
     "validate_request": "request",
     "normalize_documents": "request",
     "ALLOWED_FIELDS": "request",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
         as_message,
         display_text,
         message_text,
+        output_tokens,
         thinking_text,
     )
     from .request import (  # noqa: F401

@@ -17,7 +17,14 @@ from ..errors import ValidationError
 if TYPE_CHECKING:  # pragma: no cover - annotations only (keeps the import cheap)
     from .types import Message, Usage
 
-__all__ = ["message_text", "display_text", "thinking_text", "as_message", "add_usage"]
+__all__ = [
+    "message_text",
+    "display_text",
+    "thinking_text",
+    "as_message",
+    "add_usage",
+    "output_tokens",
+]
 
 
 def _blocks_text(message: Mapping[str, Any], documents: bool) -> str:
@@ -93,3 +100,15 @@ def add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
         else:
             out[key] = value
     return out  # type: ignore[return-value]
+
+
+def output_tokens(usage: Usage | dict[str, Any] | None) -> float | None:
+    """Generated tokens: usage.tokens.output_tokens, else billed_units.output_tokens."""
+    if not usage:
+        return None
+    for part in ("tokens", "billed_units"):
+        tokens: Any = usage.get(part) or {}
+        v = tokens.get("output_tokens") if isinstance(tokens, dict) else None
+        if isinstance(v, (int, float)):
+            return v
+    return None
