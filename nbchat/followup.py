@@ -46,7 +46,6 @@ def continue_turn(
 ) -> Turn:
     """Continue `conv`'s last turn in place (see the module docstring); returns that turn."""
     from . import runner
-    from .conversation import Conversation
 
     backend = resolve_backend(conv, backend)
     with conv.lock:
@@ -62,7 +61,7 @@ def continue_turn(
             )
         history = conv.history(turn) + copy.deepcopy(turn.input + turn.output)
         fields = {k: v for k, v in turn.params.items() if k not in ("tools", "tool_choice")}
-    scratch = Conversation(history)
+    scratch = type(conv)(history)  # a scratch conversation of the same class (no import cycle)
     _share_history_id(conv, scratch)
     fold = _Fold(conv, turn, listener)
     handle = runner.start_turn(

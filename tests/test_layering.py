@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "nbchat.toolargs",
         "nbchat.docstrings",
         "nbchat.export",
+        "nbchat.followup",
         "nbchat.transcript",
         "nbchat.history",
         "nbchat.images",
