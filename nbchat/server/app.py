@@ -24,8 +24,6 @@ from .response import NDJSON, SSE, ChatResponse
 
 log = logging.getLogger("nbchat.server")
 
-# Backends that forward to another server: that server decides which models exist.
-_REMOTE_BACKENDS = ("cohere", "v2", "openai")
 _NDJSON_TYPES = frozenset({"application/json", "application/x-ndjson"})
 _SSE_TYPES = frozenset({"text/event-stream", "*/*", "text/*"})
 
@@ -199,7 +197,9 @@ class _App:
         if not isinstance(req, dict):
             return req
         backend = self.backend()
-        if getattr(backend, "name", "") not in _REMOTE_BACKENDS:
+        # a backend that forwards to another server (it has a base_url: the Cohere/v2 client,
+        # the OpenAI backend, a plugin proxy) lets that server decide which models exist
+        if not getattr(backend, "base_url", None):
             names = await asyncio.to_thread(self.models)
             if names and req.get("model") not in names:
                 return error_response(
