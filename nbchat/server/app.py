@@ -97,7 +97,8 @@ class _App:
         from starlette.exceptions import HTTPException
         from starlette.routing import Route
 
-        async def http_error(request: Any, exc: HTTPException) -> Any:
+        async def http_error(request: Any, exc: Exception) -> Any:
+            assert isinstance(exc, HTTPException)
             return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
         async def server_error(request: Any, exc: Exception) -> Any:
