@@ -143,3 +143,16 @@ def test_nbchat_serve_with_the_plugin(echo_plugin: Path) -> None:
             proc.wait(15)
         finally:
             proc.stderr.close()
+
+
+def test_panel_offers_and_uses_the_plugin(echo_plugin: Path) -> None:
+    from nbchat.conversation import Conversation
+    from nbchat.notebook.panel import Panel
+
+    conv = Conversation()
+    panel = Panel(conv, backend="echo")
+    assert "echo" in [v for _, v in panel.backend.options] and panel.backend.value == "echo"
+    assert panel.send("from the panel") is not None
+    conv.wait(10)
+    assert conv.last.complete and conv.last.text == "echo: from the panel"
+    assert conv.last.model == "echo-1"  # the plugin's default_model, via resolve_model

@@ -30,7 +30,6 @@ from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
 
-BACKEND_CHOICES = ("auto", "local", "cohere", "v2", "openai")
 KNOWN_MODELS = {
     "local": ["smollm2-135m"],
     "cohere": [
@@ -90,7 +89,10 @@ class Panel(w.VBox):
         if self._given is None and self.conversation.backend is not None:
             if not isinstance(self.conversation.backend, str):
                 self._given = self.conversation.backend
-        options: list[tuple[str, str]] = [(b, b) for b in BACKEND_CHOICES]
+        from ..backends import backend_names  # built-ins and plugins (nbchat.backends group)
+
+        names = backend_names()
+        options: list[tuple[str, str]] = [(b, b) for b in names]
         if self._given is not None:
             # show the instance as it is (e.g. "v2 · 127.0.0.1:8000"), not a guessed name
             self._given_label = backend_label(self._given)
@@ -99,7 +101,7 @@ class Panel(w.VBox):
         else:
             self._given_label = ""
             bname = backend if isinstance(backend, str) else self.conversation.backend
-            bname = bname if bname in BACKEND_CHOICES else "auto"
+            bname = bname if bname in names else "auto"
         self.backend = w.Dropdown(
             options=options,
             value=bname,
