@@ -869,10 +869,13 @@ def test_engine_sdk_documents(engine_url: str, mode: str) -> None:
 def test_engine_sdk_tools_required(engine_url: str) -> None:
     co = sdk(engine_url)
     msgs = [{"role": "user", "content": "Search the web for cheap flights to Rome."}]
+    # a bounded query: unbounded, the tiny model can ramble inside the string past max_tokens
+    tools = json.loads(json.dumps(TOOLS))
+    tools[0]["function"]["parameters"]["properties"]["query"]["maxLength"] = 20
     res = co.chat(
         model=MODEL,
         messages=msgs,
-        tools=TOOLS,
+        tools=tools,
         tool_choice="REQUIRED",
         strict_tools=True,
         max_tokens=200,  # the plan comes first and counts too
@@ -884,7 +887,12 @@ def test_engine_sdk_tools_required(engine_url: str) -> None:
     assert isinstance(json.loads(call.function.arguments)["query"], str)
     events = list(
         co.chat_stream(
-            model=MODEL, messages=msgs, tools=TOOLS, tool_choice="REQUIRED", max_tokens=200
+            model=MODEL,
+            messages=msgs,
+            tools=tools,
+            tool_choice="REQUIRED",
+            strict_tools=True,
+            max_tokens=200,
         )
     )
     types = [e.type for e in events]
