@@ -64,6 +64,40 @@ function decorateCode(pre) {
   bar.append(lang, ...insertButtons(pre), copyButton(pre));
   pre.replaceWith(wrap);
   wrap.append(bar, pre);
+  if (code) highlight(code, m ? m[1].toLowerCase() : "");
+}
+
+// Small, safe highlighter: tokens become text nodes in spans (code can never become markup).
+const KW = new Set(("and as async await break case catch class const continue def elif else except export " +
+  "false False finally for from function if import in is lambda let new None not null or pass raise " +
+  "return self this throw true True try var while with yield").split(" "));
+const TOKEN = /(#[^\n]*|\/\/[^\n]*|"""[\s\S]*?"""|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`|\b\d[\d_.]*\b|\b[A-Za-z_]\w*\b)/g;
+
+function highlight(code, lang) {
+  const src = code.textContent;
+  if (!src || src.length > 20000 || /^(text|plain|txt|output)$/.test(lang)) return;
+  const frag = document.createDocumentFragment();
+  let pos = 0;
+  for (const m of src.matchAll(TOKEN)) {
+    const t = m[0], c = t[0];
+    const cls = c === "#" ? (/^(js|ts|json|css|c|cpp|java|go|rust)/.test(lang) ? "" : "com")
+      : t.startsWith("//") ? (/^py/.test(lang) ? "" : "com")
+      : "\"'`".includes(c) ? "str" : /\d/.test(c) ? "num" : KW.has(t) ? "kw" : "";
+    if (!cls) continue;
+    frag.append(src.slice(pos, m.index), el("span", `nbchat-hl-${cls}`, t));
+    pos = m.index + t.length;
+  }
+  if (pos) code.replaceChildren(frag, src.slice(pos));
+}
+
+// Citation sources as a numbered list (hover alone is not enough).
+function sourceList(body) {
+  const seen = new Map();
+  for (const sup of body.querySelectorAll("sup.nbchat-cite")) {
+    const n = sup.textContent.replace(/[^\d]/g, "");
+    if (n && !seen.has(n)) seen.set(n, sup.title || "");
+  }
+  return [...seen.entries()].sort((a, b) => Number(a[0]) - Number(b[0]));
 }
 
 function copyButton(pre) {
@@ -221,7 +255,8 @@ function fmtStats(S, status) {
     const inBits = [];
     if (st.input_tokens !== undefined) inBits.push(`${st.input_tokens} in`);
     if (st.cached_tokens !== undefined) inBits.push(`${st.cached_tokens} cached`);
-    bits.push(`${tokens ?? 0} tokens` + (inBits.length ? ` (${inBits.join(", ")})` : ""));
+    const t = tokens ?? 0;
+    bits.push(`${t} token${t === 1 ? "" : "s"}` + (inBits.length ? ` (${inBits.join(", ")})` : ""));
   }
   if (st.thinking_tokens) bits.push(`thinking ${st.thinking_tokens} · answer ${st.answer_tokens ?? 0}`);
   if (st.rounds > 1) bits.push(`${st.rounds} rounds`);
@@ -297,6 +332,10 @@ function render({ model, el: root }) {
   lpSum.append(lpTitle, legend);
   const lpBody = el("div", "nbchat-lp-body");
   lpBox.append(lpSum, lpBody);
+  const cut = el("div", "nbchat-cut", "✂ reply cut off here: max_tokens reached");
+  cut.title = "finish_reason MAX_TOKENS (max_tokens applies to each model round)";
+  const sources = el("ol", "nbchat-sources");
+  let sourcesKey = "";
   const error = el("div", "nbchat-error");
   const badge = el("div", "nbchat-badge");
   const foot = el("div", "nbchat-foot");
@@ -309,7 +348,7 @@ function render({ model, el: root }) {
     stop.textContent = "Stopping…";
   });
   foot.append(stats, stop);
-  root.replaceChildren(head, images, think, plan, calls, approval, body, badge, lpBox, error, foot);
+  root.replaceChildren(head, images, think, plan, calls, approval, body, cut, sources, badge, lpBox, error, foot);
 
   const blockEls = [];
   let shownTail = null;
@@ -355,7 +394,7 @@ function render({ model, el: root }) {
 
     think.hidden = !S.think;
     const nThink = (meta.stats || {}).thinking_tokens;
-    thinkSum.textContent = nThink ? `Thinking · ${nThink} tokens` : "Thinking";
+    thinkSum.textContent = nThink ? `Thinking · ${nThink} token${nThink === 1 ? "" : "s"}` : "Thinking";
     const tc = meta.think_cits || [];
     if (thinkCits.childElementCount !== tc.length) {
       thinkCits.replaceChildren(...tc.map((t) => el("li", null, t)));
@@ -452,6 +491,18 @@ function render({ model, el: root }) {
       lpBody.append(span);
     }
 
+    cut.hidden = (meta.stats || {}).finish !== "MAX_TOKENS";
+    const list = sourceList(body);
+    const skey = JSON.stringify(list);
+    if (skey !== sourcesKey) {
+      sourcesKey = skey;
+      sources.replaceChildren(...list.map(([n, title]) => {
+        const li = el("li", null, title || "source");
+        li.value = Number(n);
+        return li;
+      }));
+    }
+    sources.hidden = list.length === 0;
     error.hidden = !meta.error;
     error.textContent = meta.error ? `Error: ${meta.error}` : "";
     badge.hidden = status !== "stopped";
@@ -460,7 +511,7 @@ function render({ model, el: root }) {
     const fin = (meta.stats || {}).finish;
     stats.title = [
       fin && FINISH_HELP[fin] ? `finish_reason ${fin}: ${FINISH_HELP[fin]}` : "",
-      (meta.stats || {}).rounds > 1 ? "max_tokens applies to each model round (tool calls add rounds)" : "",
+      (meta.stats || {}).rounds > 1 ? "max_tokens applies to each model round" : "",
     ].filter(Boolean).join("\n");
     const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
     stop.hidden = !live;

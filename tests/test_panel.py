@@ -9,6 +9,7 @@ import pytest
 
 from nbchat.conversation import Conversation
 from nbchat.notebook.panel import RANGES, Panel
+from nbchat.notebook.view import TurnView
 from nbchat.protocol.events import StreamBuilder, usage_dict
 
 
@@ -177,7 +178,11 @@ def test_existing_turns_are_shown_statically() -> None:
     )
     panel = Panel(conv, RecordingBackend())
     [static] = panel.transcript.children
-    assert "<strong>b</strong>" in static.value and "<script" not in static.value
+    # drawn by the same view as new turns (its final state set, no stream)
+    assert isinstance(static, TurnView) and static.prompt == "q <script>"
+    html = "".join(static.state["blocks"])
+    assert "<strong>b</strong>" in html and "<script" not in html
+    assert static.state["meta"]["status"] == "done"
 
 
 def test_backend_label_max_tokens_placeholder_and_footer_wording() -> None:

@@ -45,7 +45,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
     err = m.errors.lookup  # @{Err} / @{Err[n]}
     if do_interp:
         tokens = [interpolate(t, ns, "the %%chat flags", err) for t in tokens]
-    args = m.chat_cell.parser.parse_args(tokens)
+    args = parse_flags(m.chat_cell.parser, tokens)
     prompt = interpolate(cell, ns, special=err) if do_interp else cell
     prompt = prompt.strip("\n")
     if not prompt.strip():
@@ -294,3 +294,25 @@ def watch_interrupts(shell: Any, conv: Any) -> None:
     """Kernel → Interrupt stops this conversation's streaming replies (see interrupt.py)."""
     watch(conv)
     _install_interrupt(shell)
+
+
+def parse_flags(parser: Any, tokens: list[str]) -> Any:
+    """argparse, plus "did you mean --temperature?" for a mistyped flag."""
+    import difflib
+
+    try:
+        return parser.parse_args(tokens)
+    except UsageError as exc:
+        from .flags import FLAGS
+
+        known = sorted({n for f in FLAGS for n in f.names} | {"--help"})
+        hints = []
+        for tok in tokens:
+            flag = tok.split("=", 1)[0]
+            if flag.startswith("-") and flag not in known and len(flag) > 2:
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                if close:
+                    hints.append(f"{flag}: did you mean {close[0]}?")
+        if not hints:
+            raise
+        raise UsageError(f"{exc}\n" + "\n".join(hints)) from None

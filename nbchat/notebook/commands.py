@@ -19,7 +19,7 @@ COMMANDS_HELP = """Conversation commands: %chat <command> [-n VAR].
 
 Commands
 --------
-panel             show the parameter panel driving the conversation
+panel             show (and return) the parameter panel driving the conversation
 reset             forget every turn (the system prompt stays); stops a running reply
 history [--all]   the transcript and this kernel's stored conversations; --all: every
                   stored conversation (id, title, notebook, turns, last used, model)
@@ -49,6 +49,14 @@ def run_command(magics: ChatMagics, line: str) -> Any:
         raise UsageError(f"%chat: {exc}") from None
     names = ", ".join(_COMMANDS)
     if not tokens:
+        var = magics.settings.conversation
+        if var not in magics.shell.user_ns:
+            # typing `chat` (the variable) after a restart reaches here through automagic
+            raise UsageError(
+                f"{var!r} is not defined in this kernel (restarted?). Run a %%chat cell to "
+                "start a conversation, or %chat resume to reload the last one from history. "
+                f"Commands: %chat {' | '.join(_COMMANDS)}"
+            )
         raise UsageError(
             "%chat needs a command: panel, reset, history [--all], resume [ID], search TEXT, "
             "models, export [path], config, stop, continue, regenerate, fix [N] "
@@ -66,15 +74,14 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     return handler(magics, name=name, backend=backend, args=rest)
 
 
-def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
-    from IPython.display import display
-
+def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+    """Returns the panel: it shows as the cell's result, and `p = %chat panel` binds it."""
     from .panel import Panel
 
     conv = m.named(name, create=True)
     model = m.settings.model or None
     b = m.backend(m.backend_name(backend), model)
-    display(Panel(conversation=conv, backend=b, model=model))
+    return Panel(conversation=conv, backend=b, model=model)
 
 
 def _reset(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:

@@ -201,6 +201,19 @@ def _owned_by_us(func: Any) -> bool:
     return isinstance(getattr(func, "__self__", None), ChatMagics)
 
 
+def plain_help(doc: str | None) -> str:
+    """`%%chat?` shows docstrings as they are: drop the reST markup (``::``, double backticks)
+    that IPython's magic_arguments and our own text would otherwise show raw."""
+    text = (doc or "").replace("``", "")
+    if text.startswith("::\n"):
+        text = text[3:].lstrip("\n")
+    return text
+
+
+ChatMagics.chat_cell.__doc__ = plain_help(ChatMagics.chat_cell.__doc__)
+ChatMagics.chat_line.__doc__ = plain_help(ChatMagics.chat_line.__doc__)
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Register %%nbchat/%nbchat always, %%chat/%chat unless another extension owns them."""
     unload_ipython_extension(ipython)  # %reload_ext: drop our previous instance first

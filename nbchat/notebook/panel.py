@@ -23,9 +23,9 @@ from .controls import (
     safety_dropdown,
     sliders,
 )
-from .kernel import parent_message, publish
+from .promptbox import PromptBox
 from .render import shown_params
-from .saved import doc_from_turn, panel_bundle
+from .saved import SavedPanelDisplay, doc_from_turn
 from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
@@ -47,7 +47,7 @@ def _kind(label: str) -> str:
     return label.split(" · ", 1)[0]
 
 
-class Panel(w.VBox):
+class Panel(SavedPanelDisplay, w.VBox):
     """Parameter panel + prompt box + transcript for one Conversation.
 
     ``Panel(conversation=None, backend=None)``: `conversation` defaults to a new
@@ -125,9 +125,10 @@ class Panel(w.VBox):
         self.thinking = ThinkingControls()
         self.thinking.update(self._capability_backend(bname))
         self.safety_note = w.HTML("")
-        self.prompt = w.Textarea(
-            placeholder="Message (click Send to submit)",
-            layout=w.Layout(width="auto", height="80px"),
+        self.prompt = PromptBox(
+            on_send=lambda _text: self.send(),
+            placeholder="Message (Enter sends, Shift+Enter: new line)",
+            layout=w.Layout(width="auto"),
         )
         self.prompt.add_class("nbchat-panel-prompt")
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -142,7 +143,8 @@ class Panel(w.VBox):
         self.export_button.add_class("nbchat-panel-export")
         self.status = w.HTML("")
         self.status.add_class("nbchat-panel-status")
-        self.transcript = w.VBox([])
+        # a maximum height (it scrolls) keeps the prompt box in view on long conversations
+        self.transcript = w.VBox([], layout=w.Layout(max_height="60vh", overflow="auto"))
         self.transcript.add_class("nbchat-panel-transcript")
         self.footer = w.HTML("")
         self.footer.add_class("nbchat-panel-usage")
@@ -357,16 +359,31 @@ class Panel(w.VBox):
                 handle.cancel()
 
     def export(self, path: str | None = None) -> Any:
-        """`conversation.to_dataframe()`, kept in `panel.dataframe` and saved as CSV."""
+        """`conversation.to_dataframe()`, kept in `panel.dataframe`, saved as CSV (JSON-valued
+        columns, integer counts), with a download link in the panel."""
+        import base64
+        import os
+        import pathlib
+
         df = self.conversation.to_dataframe()
         self.dataframe = df
         if path is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             path = f"nbchat-export-{stamp}.csv"
         df.to_csv(path, index=False)
-        self.export_path = path
+        self.export_path = full = os.path.abspath(path)
+        data = pathlib.Path(full).read_bytes()
+        name = os.path.basename(full)
+        link = ""
+        if len(data) <= 5_000_000:  # a data: link downloads it from the browser, no server path
+            b64 = base64.b64encode(data).decode()
+            link = (
+                f' <a href="data:text/csv;base64,{b64}" download="{_esc(name)}" '
+                f'class="nbchat-export-link">download {_esc(name)}</a>'
+            )
         self.status.value = (
-            f"<small>Exported {len(df)} rows to {_esc(str(path))} (panel.dataframe)</small>"
+            f"<small>Exported {len(df)} rows to {_esc(full)}{link} "
+            "(also in <code>panel.dataframe</code>)</small>"
         )
         return df
 
@@ -380,48 +397,6 @@ class Panel(w.VBox):
         except Exception:
             pass
 
-    # -- display: the widget + the saved transcript (see saved.py) --------------------------------
-    def _saved_bundle(self) -> dict[str, Any]:
-        with self._lock:
-            views = list(self.views)
-        docs = [doc_from_turn(t) for t in self._earlier] + [v.doc() for v in views]
-        turns = list(self._earlier) + [v._as_turn() for v in views]
-        n = len(docs)
-        return panel_bundle(docs, turns, f"{n} turn{'' if n == 1 else 's'}")
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
-        saved = self._saved_bundle()
-        data = {**saved, **dict(data or {}), "text/plain": saved["text/plain"]}
-        return (data, meta) if meta is not None else data
-
-    def _ipython_display_(self) -> None:
-        """Display with a display id, so each finished turn updates the saved transcript."""
-        from IPython.display import display
-
-        bundle = self._repr_mimebundle_()
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
-        self._display_parent = parent_message()
-        self._display_handle = display(data, metadata=meta or {}, raw=True, display_id=True)
-
-    def _refresh_display(self) -> None:
-        handle = self._display_handle
-        if handle is None:
-            return
-        bundle = self._repr_mimebundle_()
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
-        content = {
-            "data": data,
-            "metadata": meta or {},
-            "transient": {"display_id": handle.display_id},
-        }
-        if self._display_parent and publish(
-            self._display_parent, "update_display_data", content, b"display_data"
-        ):
-            return
-        handle.update(data, metadata=meta or {}, raw=True)
-
     def _update_footer(self) -> None:
         usage = self.conversation.usage or {}
         toks = usage.get("tokens") or usage.get("billed_units") or {}
@@ -434,11 +409,12 @@ class Panel(w.VBox):
         )
 
     def _static(self, turn: Any) -> w.Widget:
-        from .render import static_bundle
-
-        out = w.HTML(static_bundle(turn)["text/html"])
-        out.add_class("nbchat-panel-static")
-        return out
+        """An earlier turn, drawn by the same view as new ones (stopped reads as stopped)."""
+        doc = doc_from_turn(turn)
+        view = TurnView(doc["prompt"], params=doc["params"], title=doc["title"])
+        view.state = doc["state"]
+        view.add_class("nbchat-panel-static")
+        return view
 
 
 class _PanelListener:

@@ -122,6 +122,10 @@ def insert_marks(text: str, marks: list[tuple[int, int]], start: int = 0) -> str
         rel = off - start
         if rel < 0 or rel > len(text):
             continue
+        # never inside a word: a citation ending mid-word ("To|kyo") moves to the word's end
+        while 0 < rel < len(text) and text[rel].isalnum() and text[rel - 1].isalnum():
+            rel += 1
+        rel = max(rel, pos)
         out.append(text[pos:rel])
         out.append(chr(_MARK_BASE + mid))
         pos = rel
@@ -306,7 +310,13 @@ def static_bundle(turn: Any) -> dict[str, str]:
 
     s = turn_summary(turn)
     text = clean_text(s["text"])
-    error = redact(str(s["error"])) if s["error"] else ""
+    # a stopped turn is not an error: it reads as stopped, like the live view
+    error = redact(str(s["error"])) if s["error"] and not s["cancelled"] else ""
+    note = ""
+    if s["cancelled"]:
+        note = "■ Stopped — partial reply kept"
+    elif s["finish_reason"] == "MAX_TOKENS":
+        note = "✂ reply cut off here: max_tokens reached"
     stats = _stats_text(s)
 
     plain = [f"User: {s['prompt']}"]
@@ -314,6 +324,8 @@ def static_bundle(turn: Any) -> dict[str, str]:
         plain.append(f"Plan: {s['tool_plan']}")
     plain += [f"Tool call: {n}({a})" for n, a in s["tool_calls"]]
     plain.append(f"Assistant: {text}")
+    if note:
+        plain.append(note)
     for i, c in enumerate(s["citations"]):
         plain.append(f"[{i + 1}] {citation_title(c)}")
     for c in s["thinking_citations"]:
@@ -331,6 +343,8 @@ def static_bundle(turn: Any) -> dict[str, str]:
     if s["tool_calls"]:
         md.append("")
     md.append(text)
+    if note:
+        md += ["", f"*{note}*"]
     if s["citations"]:
         md.append("")
         md += [f"{i + 1}. {citation_title(c)}" for i, c in enumerate(s["citations"])]
@@ -356,6 +370,11 @@ def static_bundle(turn: Any) -> dict[str, str]:
             f"<p>tool call <code>{html.escape(n)}</code> <code>{html.escape(a)}</code></p>"
         )
     parts.append(f'<div class="nbchat-body" style="overflow-wrap:anywhere">{body}</div>')
+    if note:
+        parts.append(f'<p class="nbchat-note"><em>{html.escape(note)}</em></p>')
+    if s["citations"]:
+        items = "".join(f"<li>{html.escape(citation_title(c))}</li>" for c in s["citations"])
+        parts.append(f'<ol class="nbchat-sources">{items}</ol>')
     if error:
         parts.append(f'<p class="nbchat-error"><strong>Error:</strong> {html.escape(error)}</p>')
     if stats:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .kernel import parent_message, publish
 from .render import clean_text, render_markdown, static_bundle, turn_summary
 
 TURN_MIME = "application/vnd.nbchat.turn+json"
@@ -68,6 +69,57 @@ def panel_bundle(docs: list[dict[str, Any]], turns: list[Any], footer: str) -> d
         "text/markdown": "\n\n---\n\n".join([f"*{head}*"] + [p["text/markdown"] for p in parts]),
         "text/plain": "\n\n".join([head] + [p["text/plain"] for p in parts]),
     }
+
+
+class SavedPanelDisplay:
+    """Panel display: the widget + its saved transcript, kept up to date under a display id.
+
+    Needs `views` (TurnViews), `_earlier` (turns before the panel), `_lock` on the panel.
+    """
+
+    _display_handle: Any = None
+    _display_parent: Any = None
+
+    def _saved_bundle(self) -> dict[str, Any]:
+        with self._lock:
+            views = list(self.views)
+        docs = [doc_from_turn(t) for t in self._earlier] + [v.doc() for v in views]
+        turns = list(self._earlier) + [v._as_turn() for v in views]
+        n = len(docs)
+        return panel_bundle(docs, turns, f"{n} turn{'' if n == 1 else 's'}")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
+        saved = self._saved_bundle()
+        data = {**saved, **dict(data or {}), "text/plain": saved["text/plain"]}
+        return (data, meta) if meta is not None else data
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so each finished turn updates the saved transcript."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        self._display_parent = parent_message()
+        self._display_handle = display(data, metadata=meta or {}, raw=True, display_id=True)
+
+    def _refresh_display(self) -> None:
+        handle = self._display_handle
+        if handle is None:
+            return
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        content = {
+            "data": data,
+            "metadata": meta or {},
+            "transient": {"display_id": handle.display_id},
+        }
+        if self._display_parent and publish(
+            self._display_parent, "update_display_data", content, b"display_data"
+        ):
+            return
+        handle.update(data, metadata=meta or {}, raw=True)
 
 
 def _esc(s: str) -> str:

@@ -264,8 +264,8 @@ class TurnState:
             ]
             msg["lp"] = new
             self._lp_sent += new
-        if self.tokens != self.tokens_sent and (final or (msg and now - self.t_count >= 0.5)):
-            self.t_count = now  # the live token count: twice a second is plenty
+        if self.tokens != self.tokens_sent and (final or msg):
+            self.t_count = now  # the count travels with the text it counts: it never lags
             msg["n"] = self.tokens_sent = self.tokens
         if not msg:
             return None
