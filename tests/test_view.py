@@ -578,7 +578,8 @@ def test_esm_is_one_local_module_without_network() -> None:
     js = _asset("view.js").read_text()
     assert "export default" in js
     assert not re.search(r"""\bimport\s.*from\s+['"]|https?://|import\(""", js)
-    assert len(js.encode()) < 20_000  # sent with every widget instance
+    # sent with every widget instance (not stored in saved notebooks: see notebook/saved.py)
+    assert len(js.encode()) < 24_000
 
 
 def test_gfm_tables_render_with_alignment_classes_and_stay_inert() -> None:
