@@ -57,6 +57,11 @@ def _render_message(m: dict[str, Any], markdown: bool) -> str:
     text = display_text(m) if role != "tool" else ""
     if text or role in ("user", "system"):
         parts.append(_block(role, text, markdown))
+    if role == "user":
+        from .images import count_images, placeholder
+
+        for block in count_images([m]):  # say what was sent, never the base64
+            parts.append(_block("image", placeholder(block), markdown))
     for c in m.get("tool_calls") or []:
         fn = c.get("function") or {}
         call = f"{fn.get('name')}({fn.get('arguments')})"

@@ -114,3 +114,20 @@ def test_panel_thinking_controls_follow_the_backend():
     assert "thinking" not in panel.request_params()
     panel.backend.value = "cohere"
     assert not th.toggle.disabled and th.note.value == ""
+
+
+def test_conversation_repr_shows_image_placeholders_not_base64():
+    import numpy as np
+
+    from nbchat.conversation import Conversation
+    from nbchat.images import image_block, placeholder
+
+    block = image_block(np.zeros((48, 64, 3), dtype=np.uint8))
+    conv = Conversation(
+        [
+            {"role": "user", "content": [{"type": "text", "text": "What is it?"}, block]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Black."}]},
+        ]
+    )
+    for shown in (repr(conv), conv._repr_markdown_()):
+        assert placeholder(block) in shown and "base64" not in shown
