@@ -131,3 +131,15 @@ def test_conversation_repr_shows_image_placeholders_not_base64():
     )
     for shown in (repr(conv), conv._repr_markdown_()):
         assert placeholder(block) in shown and "base64" not in shown
+
+
+def test_saved_turn_document_keeps_the_thumbnails():
+    import numpy as np
+
+    from nbchat.images import image_block, thumbnail
+    from nbchat.notebook.view import TurnView
+
+    thumb = thumbnail(image_block(np.zeros((300, 400, 3), dtype=np.uint8)))
+    view = TurnView("What is it?", params={"model": "m"}, images=[thumb, "[image https://x/y.png]"])
+    assert view.doc()["images"] == [thumb, "[image https://x/y.png]"]
+    assert "images" not in TurnView("plain").doc()

@@ -22,7 +22,7 @@ const RANK = -20; // the widget view's renderer is -10: this one is preferred
 function savedModel(doc) {
   const st = Object.assign({ s: 1, blocks: [], tail: "", meta: {}, plan: "", think: "", lp: [], n: 0 }, doc.state || {});
   st.s = Math.max(1, st.s || 0);
-  const values = { prompt: doc.prompt || "", title: doc.title || "", params: doc.params || {}, state: st };
+  const values = { prompt: doc.prompt || "", title: doc.title || "", params: doc.params || {}, images: doc.images || [], state: st };
   const noop = () => undefined;
   return { get: (k) => values[k], set: noop, on: noop, off: noop, send: noop, save_changes: noop };
 }

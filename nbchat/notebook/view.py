@@ -195,7 +195,10 @@ class TurnView(anywidget.AnyWidget):
 
     def doc(self) -> dict[str, Any]:
         """The turn as the saved notebook keeps it (application/vnd.nbchat.turn+json)."""
-        return turn_doc(self.prompt, self.title, dict(self.params), self.snapshot())
+        doc = turn_doc(self.prompt, self.title, dict(self.params), self.snapshot())
+        if self.images:  # small thumbnails made in the kernel (data: URIs), kept with the turn
+            doc["images"] = list(self.images)
+        return doc
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
