@@ -60,29 +60,20 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
     name = check_name(args.name or s.conversation, "-n/--name")
     backend_name = m.backend_name(args.backend)
     conv = m.conversation(name, new=args.new, create=not args.dry_run)
-    params = _params(m, args, backend_name, conv)
-    if not params["model"]:  # e.g. an OpenAI-compatible server: ask it which model it serves
-        from ..backends import resolve_model
-        from ..errors import NbChatError
-
-        try:
-            params["model"] = resolve_model(m.backend(backend_name, None))
-        except NbChatError as exc:
-            raise UsageError(f"-m/--model: {exc.message}") from None
+    params = _params(m, args, conv)
     tools = tool_functions(ns, args.tools) if args.tools else None
     info = cell_info(m.shell)
-    system = args.system if args.system is not None else (conv.system if conv else None)
+    backend = m.backend(backend_name, params.get("model"))
 
-    # The exact request, validated now: a bad value changes nothing and sends nothing.
-    request = _request(conv, prompt, params, tools, system, info)
+    # The exact request, composed and validated now the way the runner will (`compose`): a
+    # bad value changes nothing and sends nothing, and --dry-run shows the body as sent.
+    request = _request(conv, prompt, params, backend, tools, info)
     if args.dry_run:
         _show_request(request)
         return None
 
     assert conv is not None
-    if args.system is not None:
-        params["system"] = args.system  # the runner sets it together with the new turn
-    backend = m.backend(backend_name, params.get("model"))
+    params["model"] = request["model"]  # resolved once (a server may have been asked)
     _check_backend(backend, request)
     ns[name] = conv  # bind before starting: later cells can wait() on it at once
     from .. import runner
@@ -159,16 +150,19 @@ def _code_to_cell(m: ChatMagics, args: Any, listener: Any, view: Any) -> Any:
     return CodeToCell(listener, m.shell, view)
 
 
-def _params(m: ChatMagics, args: Any, backend_name: str, conv: Any) -> dict[str, Any]:
-    """v2 request fields: NbChat.defaults, then the conversation's, then the flags."""
-    from ..backends import default_model
-
+def _params(m: ChatMagics, args: Any, conv: Any) -> dict[str, Any]:
+    """v2 request fields: NbChat.defaults, then the conversation's, then the flags; the model
+    only when one is named (else `compose` asks the backend registry's policy)."""
     s = m.settings
-    defaults = s.checked_defaults()
     flags = request_fields(args, m.shell.user_ns)
     conv_params = dict(conv.params or {}) if conv is not None else {}
-    params = {**defaults, **conv_params, **flags}
-    params["model"] = args.model or params.get("model") or s.model or default_model(backend_name)
+    params = {**s.checked_defaults(), **conv_params, **flags}
+    model = args.model or params.get("model") or s.model
+    params.pop("model", None)
+    if model:
+        params["model"] = model
+    if args.system is not None:
+        params["system"] = args.system  # this request uses it; the turn stores it
     return params
 
 
@@ -176,45 +170,19 @@ def _request(
     conv: Any,
     prompt: str,
     params: dict[str, Any],
+    backend: Any,
     tools: list[Any] | None,
-    system: Any,
     info: dict[str, Any],
 ) -> dict[str, Any]:
-    """The body the runner will send (first round): validated, or a UsageError."""
+    """The first-round body the runner will send: validated, or a UsageError naming the flag."""
+    from ..compose import build_request
     from ..errors import ValidationError
-    from ..protocol.request import validate_request
 
-    messages: list[dict[str, Any]] = []
-    if conv is not None:
-        before = conv.find_cell_turn(info) if info.get("cell_id") else None
-        messages = [m for m in conv.history(before) if m.get("role") != "system"]
-    if system:
-        messages.insert(0, {"role": "system", "content": system})
-    user: dict[str, Any] = {"role": "user", "content": prompt}
-    body: dict[str, Any] = {"model": params["model"], "messages": messages}
-    body.update({k: v for k, v in params.items() if k not in _NOT_FIELDS})
     try:
-        if "images" in params or "image_detail" in params:
-            from ..compose import with_images
-            from ..images import count_images
-
-            user = with_images(
-                user,
-                params.get("images"),
-                params.get("image_detail"),
-                already=len(count_images(messages)),
-                field="--image",
-                detail_field="--image-detail",
-            )
-        messages.append(user)
-        if tools:
-            from ..tools import function_to_tool
-
-            body["tools"] = [function_to_tool(f) for f in tools]
-        body["stream"] = True
-        return validate_request(body)
+        composed = build_request(conv, prompt, params, backend=backend, tools=tools, cell=info)
     except ValidationError as exc:
         raise UsageError(flag_message(exc)) from None
+    return dict(composed.request)
 
 
 def _check_backend(backend: Any, request: dict[str, Any]) -> None:
@@ -229,9 +197,6 @@ def _check_backend(backend: Any, request: dict[str, Any]) -> None:
     except ValidationError as exc:
         where = "--image" if exc.value == "image_url" else None
         raise UsageError(f"{where}: {exc.message}" if where else flag_message(exc)) from None
-
-
-_NOT_FIELDS = ("model", "system", "images", "image_detail")  # not request fields (or not as is)
 
 
 def _thumbnails(request: dict[str, Any]) -> list[str]:

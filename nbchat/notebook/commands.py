@@ -81,7 +81,7 @@ def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[s
     conv = m.named(name, create=True)
     model = m.settings.model or None
     b = m.backend(m.backend_name(backend), model)
-    return Panel(conversation=conv, backend=b, model=model)
+    return Panel(conv, b, model=model, defaults=m.settings.checked_defaults())
 
 
 def _reset(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:

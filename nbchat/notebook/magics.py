@@ -157,13 +157,13 @@ class ChatMagics(Magics):
             raise UsageError(f"{where}: {exc.message}") from None
 
     def backend(self, name: str, model: str | None) -> Any:
-        """One backend object per (name, endpoint[, GGUF path]); the local engine loads once."""
+        """The backend `name` built by the registry with NbChat's endpoint and key, one object
+        per (name, endpoint, key, model named): a local engine is shared, a client reused."""
         from ..backends import get_backend
         from ..errors import NbChatError
 
         s = self.settings
-        gguf = model if name == "local" and model and model.endswith(".gguf") else None
-        key = (name, s.base_url, hash(s.api_key), gguf, model if name == "openai" else None)
+        key = (name, s.base_url, hash(s.api_key), model)
         backend = self._backends.get(key)
         if backend is None:
             try:

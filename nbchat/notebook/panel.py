@@ -12,6 +12,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..protocol.request import SAFETY_MODE_CONFLICT
 from .controls import (
     LABEL_WIDTH,
     RANGES,
@@ -30,16 +31,6 @@ from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
 
-KNOWN_MODELS = {
-    "local": ["smollm2-135m"],
-    "cohere": [
-        "command-a-03-2025",
-        "command-r-plus-08-2024",
-        "command-r-08-2024",
-        "command-r7b-12-2024",
-    ],
-}
-SAFETY_NOTE = "safety_mode cannot be combined with documents or tools (Cohere v2 rule): not sent."
 GIVEN = "given"  # dropdown value for the Backend instance the panel was created with
 
 
@@ -64,6 +55,7 @@ class Panel(SavedPanelDisplay, w.VBox):
         documents: list[Any] | None = None,
         tools: list[Any] | None = None,
         model: str | None = None,
+        defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         from ..conversation import Conversation
@@ -155,6 +147,8 @@ class Panel(SavedPanelDisplay, w.VBox):
 
         self._documents = documents
         self._tools = tools
+        self.defaults: dict[str, Any] = {}  # fields sent with every turn that have no control
+        self._apply_defaults(dict(defaults or {}), model_given=bool(model))
         self._update_safety()
         self._display_handle: Any = None
         self._display_parent: Any = None
@@ -206,7 +200,8 @@ class Panel(SavedPanelDisplay, w.VBox):
     def _update_safety(self) -> None:
         blocked = bool(self._documents) or bool(self._tools)
         self.safety_mode.disabled = blocked
-        self.safety_note.value = f"<small><i>{SAFETY_NOTE}</i></small>" if blocked else ""
+        note = f"{SAFETY_MODE_CONFLICT}: not sent."
+        self.safety_note.value = f"<small><i>{_esc(note)}</i></small>" if blocked else ""
 
     # -- backend / model -------------------------------------------------------------------------
     def _default_model(self, bname: str) -> str:
@@ -220,14 +215,8 @@ class Panel(SavedPanelDisplay, w.VBox):
             return ""
 
     def _model_options(self, bname: str) -> list[str]:
-        from ..backends import resolve_name
-
-        if bname == GIVEN:
-            bname = _kind(self._given_label)
-        try:
-            return list(KNOWN_MODELS.get(resolve_name(bname), []))
-        except Exception:
-            return []
+        default = self._default_model(bname)
+        return [default] if default else []
 
     def _on_backend(self, change: dict[str, Any]) -> None:
         self.model.options = self._model_options(change["new"])
@@ -264,10 +253,26 @@ class Panel(SavedPanelDisplay, w.VBox):
                 self._backends[name] = get_backend(name)
         return self._backends[name]
 
+    def _apply_defaults(self, defaults: dict[str, Any], model_given: bool) -> None:
+        """Start the controls at `defaults` (NbChat.defaults: v2 field -> value); fields with
+        no control are kept in `.defaults` and sent with every turn."""
+        for key, value in defaults.items():
+            if key in self.sliders:
+                self.sliders[key].value = value
+            elif key in ("max_tokens", "seed"):
+                getattr(self, key).value = "" if value is None else str(value)
+            elif key == "safety_mode" and value in SAFETY_MODES:
+                self.safety_mode.value = value
+            elif key == "model":
+                if not model_given and value:
+                    self.model.value = str(value)
+            else:
+                self.defaults[key] = value
+
     # -- actions ---------------------------------------------------------------------------------
     def request_params(self) -> dict[str, Any]:
-        """The v2 parameters Send will use (on top of the conversation's defaults)."""
-        params: dict[str, Any] = dict(self.conversation.params)
+        """The v2 parameters Send will use: `.defaults`, the conversation's, then the controls."""
+        params: dict[str, Any] = {**self.defaults, **self.conversation.params}
         for name, slider in self.sliders.items():
             value = slider.value
             params[name] = value if isinstance(value, int) else round(float(value), 4)
@@ -292,6 +297,26 @@ class Panel(SavedPanelDisplay, w.VBox):
             params["thinking"] = thinking
         return params
 
+    def _prepare(self) -> tuple[dict[str, Any], Any, list[Any]]:
+        """(params, backend, Python tool functions) for the next turn; raises on bad input."""
+        params = self.request_params()
+        backend = self._get_backend()
+        functions = [t for t in params.pop("tools", []) if callable(t)]
+        tool_dicts = [t for t in (self._tools or []) if not callable(t)]
+        if tool_dicts:
+            params["tools"] = tool_dicts
+        return params, backend, functions
+
+    def request(self, prompt: str | None = None) -> dict[str, Any]:
+        """The exact body Send would send now for `prompt` (default: the prompt box), composed
+        and validated as the runner does; raises `ValidationError` like Send refuses."""
+        from ..compose import build_request
+
+        text = (prompt if prompt is not None else self.prompt.value).strip()
+        params, backend, functions = self._prepare()
+        composed = build_request(self.conversation, text, params, backend=backend, tools=functions)
+        return dict(composed.request)
+
     def send(self, prompt: str | None = None) -> TurnView | None:
         """Send the prompt box (or `prompt`) as a new turn; returns its live view."""
         from .. import runner
@@ -302,15 +327,10 @@ class Panel(SavedPanelDisplay, w.VBox):
             self.status.value = "<small>Type a message first.</small>"
             return None
         try:
-            params = self.request_params()
-            backend = self._get_backend()
+            params, backend, functions = self._prepare()
         except Exception as exc:  # bad seed, unknown backend...: show it, send nothing
             self.status.value = _error_html(redact(str(exc)))
             return None
-        functions = [t for t in params.pop("tools", []) if callable(t)]
-        tool_dicts = [t for t in (self._tools or []) if not callable(t)]
-        if tool_dicts:
-            params["tools"] = tool_dicts
         view = TurnView(
             text,
             params=shown_params(params, functions, hide_defaults=True),
