@@ -151,8 +151,10 @@ def _config(m: ChatMagics, *, name: str | None, backend: str | None, args: list[
     except UsageError as exc:
         resolved = str(exc)
     live = "live" if is_live(m.shell, s.live) else "static"
+    from ..backends import backend_names
+
     rows = [
-        ("backend", f"{s.backend!r} -> {resolved}"),
+        ("backend", f"{s.backend!r} -> {resolved} (known: {', '.join(backend_names())})"),
         ("model", repr(s.model) + ("" if s.model else " (backend default)")),
         ("base_url", repr(s.base_url) + ("" if s.base_url else " (backend default)")),
         ("api_key", key),

@@ -267,8 +267,9 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         ("--backend",),
-        "auto, cohere, v2, local, openai or an installed plugin's name. Unset: NbChat.backend "
-        "(auto: Cohere when a key is set, else local).",
+        "A registered backend (built in: auto, cohere, v2, local, openai; plugins through the "
+        "nbchat.backends entry points; %%chat config lists them). Unset: NbChat.backend (auto: "
+        "Cohere when a key is set, else local).",
         kwargs={"type": str.lower, "metavar": "NAME"},
     ),
     Flag(
