@@ -181,7 +181,7 @@ def _request(
     try:
         composed = build_request(conv, prompt, params, backend=backend, tools=tools, cell=info)
     except ValidationError as exc:
-        raise UsageError(flag_message(exc)) from None
+        raise _usage(exc) from None
     return dict(composed.request)
 
 
@@ -195,8 +195,14 @@ def _check_backend(backend: Any, request: dict[str, Any]) -> None:
     try:
         check(request)
     except ValidationError as exc:
-        where = "--image" if exc.value == "image_url" else None
-        raise UsageError(f"{where}: {exc.message}" if where else flag_message(exc)) from None
+        raise _usage(exc) from None
+
+
+def _usage(exc: Any) -> UsageError:
+    """A ValidationError as a UsageError naming the flag (an image refused: --image)."""
+    if exc.value == "image_url":
+        return UsageError(f"--image: {exc.message}")
+    return UsageError(flag_message(exc))
 
 
 def _thumbnails(request: dict[str, Any]) -> list[str]:
