@@ -27,13 +27,13 @@ from .interrupt import watch
 from .kernel import cell_info, is_live
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .magics import ChatMagics
+    from .host import ChatHost
 
 __all__ = ["run_cell"]
 
 
-def run_cell(m: ChatMagics, line: str, cell: str) -> None:
-    from .magics import check_name
+def run_cell(m: ChatHost, line: str, cell: str) -> None:
+    from .host import check_name
 
     s = m.settings
     ns = m.shell.user_ns
@@ -141,7 +141,7 @@ def run_cell(m: ChatMagics, line: str, cell: str) -> None:
     return None
 
 
-def _code_to_cell(m: ChatMagics, args: Any, listener: Any, view: Any) -> Any:
+def _code_to_cell(m: ChatHost, args: Any, listener: Any, view: Any) -> Any:
     """--code: the listener, wrapped to put the reply's first code block into a new cell."""
     if not args.code:
         return listener
@@ -150,7 +150,7 @@ def _code_to_cell(m: ChatMagics, args: Any, listener: Any, view: Any) -> Any:
     return CodeToCell(listener, m.shell, view)
 
 
-def _params(m: ChatMagics, args: Any, conv: Any) -> dict[str, Any]:
+def _params(m: ChatHost, args: Any, conv: Any) -> dict[str, Any]:
     """v2 request fields: NbChat.defaults, then the conversation's, then the flags; the model
     only when one is named (else `compose` asks the backend registry's policy)."""
     s = m.settings

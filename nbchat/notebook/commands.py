@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from .kernel import is_live
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .magics import ChatMagics
+    from .host import ChatHost
 
 __all__ = ["run_command", "COMMANDS_HELP"]
 
@@ -41,7 +41,7 @@ fix [N] [FLAGS]   send the last error (or cell [N]'s) with the source of the cel
 """
 
 
-def run_command(magics: ChatMagics, line: str) -> Any:
+def run_command(magics: ChatHost, line: str) -> Any:
     """Parse and run one ``%chat`` line."""
     try:
         tokens = shlex.split(line)
@@ -74,7 +74,7 @@ def run_command(magics: ChatMagics, line: str) -> Any:
     return handler(magics, name=name, backend=backend, args=rest)
 
 
-def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+def _panel(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> Any:
     """Returns the panel: it shows as the cell's result, and `p = %chat panel` binds it."""
     from .panel import Panel
 
@@ -84,29 +84,29 @@ def _panel(m: ChatMagics, *, name: str | None, backend: str | None, args: list[s
     return Panel(conv, b, model=model, defaults=m.settings.checked_defaults())
 
 
-def _reset(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _reset(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     m.named(name).reset()
 
 
-def _history(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+def _history(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> Any:
     from .historycmd import history_command
 
     return history_command(m, name=name, args=args)
 
 
-def _resume(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _resume(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     from .historycmd import resume_command
 
     resume_command(m, name=name, args=args)
 
 
-def _search(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+def _search(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> Any:
     from .historycmd import search_command
 
     return search_command(m, name=name, args=args)
 
 
-def _models(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _models(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     from ..errors import NbChatError
 
     bname = m.backend_name(backend)
@@ -117,7 +117,7 @@ def _models(m: ChatMagics, *, name: str | None, backend: str | None, args: list[
     print("\n".join(models) if models else f"({bname}: no model list available)")
 
 
-def _export(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> Any:
+def _export(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> Any:
     conv = m.named(name)
     if len(args) > 1:
         raise UsageError("%chat export takes one path (.json or .csv)")
@@ -134,7 +134,7 @@ def _export(m: ChatMagics, *, name: str | None, backend: str | None, args: list[
     return None
 
 
-def _config(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _config(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     import os
 
     from ..errors import redact
@@ -175,7 +175,7 @@ def _history_setting(value: Any) -> str:
     return f"{value!r} -> " + (str(path) if path is not None else "off")
 
 
-def _fix(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _fix(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     from .actions import fix_prompt
     from .cell import run_cell
 
@@ -191,15 +191,15 @@ def _fix(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str
     return run_cell(m, shlex.join(flags), fix_prompt(err, m.errors.format(err)))
 
 
-def _continue(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _continue(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     _followup(m, name, backend, "continue")
 
 
-def _regenerate(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _regenerate(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     _followup(m, name, backend, "regenerate")
 
 
-def _followup(m: ChatMagics, name: str | None, backend: str | None, kind: str) -> None:
+def _followup(m: ChatHost, name: str | None, backend: str | None, kind: str) -> None:
     """%chat continue / regenerate: live view or static bundle, like a %%chat cell."""
     from ..errors import ValidationError
     from .cell import _Recorder, _show_static
@@ -237,7 +237,7 @@ def _followup(m: ChatMagics, name: str | None, backend: str | None, kind: str) -
         _show_static(turn)
 
 
-def _stop(m: ChatMagics, *, name: str | None, backend: str | None, args: list[str]) -> None:
+def _stop(m: ChatHost, *, name: str | None, backend: str | None, args: list[str]) -> None:
     conv = m.named(name)
     label = name or m.settings.conversation
     handles = conv.running_handles()

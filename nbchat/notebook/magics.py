@@ -25,6 +25,7 @@ from IPython.core.magic_arguments import kwds, magic_arguments
 from .commands import COMMANDS_HELP, run_command
 from .errors_seen import ErrorLog
 from .flags import add_arguments
+from .host import check_name
 from .interpolate import interpolate
 from .kernel import is_live, parent_message
 from .settings import NbChat
@@ -84,12 +85,6 @@ What is the weather in @{city}?
 %%chat --json --schema person_schema --dry-run
 Describe a person.
 """
-
-
-def check_name(name: str, flag: str) -> str:
-    if not name.isidentifier():
-        raise UsageError(f"{flag}: {name!r} is not a valid Python variable name")
-    return name
 
 
 @magics_class
