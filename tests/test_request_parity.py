@@ -269,3 +269,40 @@ def test_documents_with_safety_mode_is_refused_before_sending_naming_safety_mode
     panel.documents = DOCS
     assert panel.safety_mode.disabled and SAFETY_MODE_CONFLICT in panel.safety_note.value
     assert "safety_mode" not in panel.request("What colour is the sky?")
+
+
+# -- a third-party backend (entry point) in %%chat and %chat panel ------------------------------
+def test_plugin_backend_in_chat_dry_run_and_panel(echo_plugin) -> None:
+    """tests/plugins/nbchat_echo_backend, registered only through its entry point: `%%chat
+    --backend echo` answers through it, --dry-run shows its default model, and `%chat panel
+    --backend echo` sends through it too."""
+    from nbchat.notebook.panel import Panel
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbchat")
+    try:
+        res, cap = run(shell, "%%chat --backend echo --dry-run -t 0.2\nhello plugin")
+        res.raise_error()
+        shown = cap.outputs[0].data["application/json"]
+        assert shown["model"] == "echo-1" and shown["temperature"] == 0.2
+        res, cap = run(shell, "%%chat --backend echo -t 0.2\nhello plugin")
+        res.raise_error()
+        conv = shell.user_ns["chat"]
+        assert conv.last.text == "echo: hello plugin" and conv.last.backend == "echo"
+        assert conv.last.params == {
+            k: v for k, v in shown.items() if k not in ("messages", "stream")
+        }
+        assert "echo: hello plugin" in cap.outputs[0].data["text/plain"]
+        res, _ = run(shell, "%chat config")
+        res.raise_error()
+        panel = shell.run_line_magic("chat", "panel --backend echo")
+        assert isinstance(panel, Panel) and panel.conversation is conv
+        assert panel.request("via panel")["model"] == "echo-1"
+        assert panel.send("via panel") is not None
+        conv.wait(10)
+        assert conv.last.text == "echo: via panel" and conv.last.backend == "echo"
+        res, _ = run(shell, "%%chat --backend nope\nhi")
+        assert isinstance(res.error_in_exec, UsageError) and "echo" in str(res.error_in_exec)
+    finally:
+        shell.run_line_magic("unload_ext", "nbchat")
+        InteractiveShell.clear_instance()
