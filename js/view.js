@@ -393,7 +393,7 @@ function render({ model, el: root }) {
     }
 
     think.hidden = !S.think;
-    const nThink = (meta.stats || {}).thinking_tokens;
+    const nThink = (meta.stats || {}).thinking_tokens || meta.think_n;
     thinkSum.textContent = nThink ? `Thinking · ${nThink} token${nThink === 1 ? "" : "s"}` : "Thinking";
     const tc = meta.think_cits || [];
     if (thinkCits.childElementCount !== tc.length) {

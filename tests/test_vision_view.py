@@ -26,6 +26,17 @@ def test_stats_split_thinking_and_answer_and_show_cached_tokens():
     assert "cached_tokens" not in live and live["thinking_tokens"] == 36
 
 
+def test_thinking_count_is_sent_while_it_streams():
+    st = TurnState()
+    events = decode_all(BODY)
+    for ev in events[:12]:  # message-start, content-start (thinking), 10 thinking deltas
+        st.feed(ev)
+    assert st.patch()["m"]["think_n"] == 10
+    for ev in events[12:20]:
+        st.feed(ev)
+    assert st.patch()["m"]["think_n"] == 18
+
+
 def test_plain_turn_has_no_thinking_stats():
     b = StreamBuilder("x")
     st = TurnState()

@@ -241,6 +241,8 @@ class TurnState:
             # time to first token once; the front end derives tokens/s from "n" live
             self.t_stats = now
             self.set_meta(stats=self.stats())
+        if self.think_tokens:  # the Thinking summary counts live
+            self.set_meta(think_n=self.think_tokens)
         self._sync_doc()
         ops = self.doc.take_ops()
         msg: dict[str, Any] = {"type": "e"} if final else {}
