@@ -210,3 +210,21 @@ def test_batched_requests_each_get_a_valid_result() -> None:
     # a seeded request gives the same reply in the batch as alone
     again = collect(iter(list(backend.stream(requests["seeded"]))))
     assert again["message"]["content"] == out["seeded"]["message"]["content"]
+
+
+def test_prompt_shared_from_another_slot_gives_the_same_reply() -> None:
+    backend = LocalBackend(slots=2)
+    ctx = backend.engine().model.ctx()
+    system = "You are a careful assistant. " * 12  # > 2 prompt chunks of 64 tokens
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": STORY}]
+    first = {"model": "smollm2-135m", "messages": messages, "max_tokens": 60, "temperature": 0}
+    second = {**first, "max_tokens": 16, "temperature": 0.8, "seed": 9}
+    copies = ctx.copies
+    running = Stream(backend, first)
+    wait_for(lambda: running.deltas() >= 1)
+    shared = Stream(backend, second)  # the other slot: copies the running one's prompt
+    shared.join(300)
+    running.join(300)
+    assert ctx.copies == copies + 1
+    alone = collect(iter(list(LocalBackend(slots=1).stream(second))))  # another engine
+    assert shared.response()["message"]["content"] == alone["message"]["content"]

@@ -65,6 +65,8 @@ class BatchContext:
             self.ctx, self._abort_cb, ctypes.cast(self.abort_flag, ctypes.c_void_p)
         )
         self._piece = ctypes.create_string_buffer(256)
+        self._copy_pending = False
+        self.copies = 0  # prompt prefixes copied from another slot (tests, benches)
 
     # -- text --------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -91,6 +93,7 @@ class BatchContext:
             b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
             b.seq_id[i][0] = slot
         rc = self.L.llama_decode(self.ctx, b)
+        self._copy_pending = False
         if rc == 2:
             raise InterruptedError("llama_decode aborted")
         if rc != 0:
@@ -105,8 +108,25 @@ class BatchContext:
         return n - n % CHUNK
 
     def start(self, slot: int, tokens: list[int]) -> int:
-        """Forget what `slot` holds past its reusable prefix; returns where prefill starts."""
+        """Forget what `slot` holds past its reusable prefix; returns where prefill starts.
+
+        When another slot holds a longer chunk-aligned prefix of `tokens` (variants of one
+        prompt, a conversation continued from another cell), its KV stream is copied into
+        `slot` instead of evaluating the prefix again (llama.cpp copies a whole stream, the
+        cells past the prefix are then dropped): the same cells, so the same logits."""
         keep = self.reusable(slot, tokens)
+        src, best = -1, keep
+        for other in range(self.slots if not self._copy_pending else 0):
+            n = self.reusable(other, tokens) if other != slot else 0
+            if n > best:
+                src, best = other, n
+        if src >= 0:
+            self.L.llama_memory_seq_rm(self.mem, slot, -1, -1)
+            self.L.llama_memory_seq_cp(self.mem, src, slot, -1, -1)
+            self.cached[slot] = self.cached[src][:best]
+            self._copy_pending = True  # llama.cpp copies at the next decode: one at a time
+            self.copies += 1
+            keep = best
         self.cached[slot] = self.cached[slot][:keep]
         self.L.llama_memory_seq_rm(self.mem, slot, keep, -1)
         return keep
