@@ -124,44 +124,50 @@ function copyButton(pre) {
   return btn;
 }
 
-// -- notebook actions (see labext/src/index.js) ------------------------------------------------
-// "Insert below" puts a code block into a new code cell below the chat cell. Only the nbchat
-// JupyterLab / Notebook 7 extension can do that; it marks the page when it is active, so the
-// button never shows where it cannot work (VS Code, static HTML, other front ends).
-const INSERT_EVENT = "nbchat-insert-below";
-
-function canInsert() {
-  return typeof document !== "undefined" && document.body && document.body.dataset.nbchatInsert === "1";
-}
-
+// "Insert below": only the nbchat JupyterLab/Notebook 7 extension (labext) can insert a cell;
+// it marks the page when active, so the button shows nowhere else (VS Code, static HTML).
 function insertBelow(from, code) {
-  from.dispatchEvent(new CustomEvent(INSERT_EVENT, { bubbles: true, detail: { code } }));
-}
-
-function codeOf(pre) {
-  return pre.textContent.replace(/\n$/, "");
+  from.dispatchEvent(new CustomEvent("nbchat-insert-below", { bubbles: true, detail: { code } }));
 }
 
 function insertButtons(pre) {
-  if (!canInsert()) return [];
-  const btn = document.createElement("button");
-  btn.className = "nbchat-insert";
-  btn.type = "button";
-  btn.textContent = "Insert below";
-  btn.title = "Put this code into a new cell below (not run)";
-  btn.addEventListener("click", () => {
-    insertBelow(btn, codeOf(pre));
-    btn.textContent = "Inserted ✓";
-    setTimeout(() => (btn.textContent = "Insert below"), 1200);
-  });
-  return [btn];
+  if (document.body.dataset.nbchatInsert !== "1") return [];
+  const b = el("button", "nbchat-insert", "Insert below");
+  b.type = "button";
+  b.title = "Put this code into a new cell below (not run)";
+  b.addEventListener("click", () => insertBelow(b, pre.textContent.replace(/\n$/, "")));
+  return [b];
 }
 
-// The kernel's {"type": "insert-below", code} (%%chat --code): from a view of this model.
+// the kernel's {type: "insert-below", code} (%%chat --code), from a view of this model
 function kernelInsert(store, code) {
   const root = [...store.roots].find((r) => r.isConnected);
   if (root) insertBelow(root, code);
-  else store.pendingInsert = code; // no view yet: the first one to render does it
+  else store.pendingInsert = code; // the first view to render does it
+}
+
+// Continue / Regenerate: offered by the kernel in meta.actions; they stream into this view.
+// Not on a saved turn drawn without a kernel.
+function followupButtons(model, root) {
+  const buttons = ["Continue", "Regenerate"].map((label) => {
+    const b = el("button", "nbchat-" + label.toLowerCase(), label);
+    b.type = "button";
+    b.hidden = true;
+    b.addEventListener("click", () => {
+      model.send({ type: label.toLowerCase() });
+      for (const x of buttons) x.disabled = true;
+    });
+    return b;
+  });
+  const draw = (meta, live) => {
+    const offered = root.classList.contains("nbchat-saved-turn") || live ? [] : meta.actions || [];
+    for (const b of buttons) {
+      const show = offered.includes(b.textContent.toLowerCase());
+      if (show && b.hidden) b.disabled = false;
+      b.hidden = !show;
+    }
+  };
+  return { buttons, draw };
 }
 
 // Slice a JS string by UTF-16 units (the unit the kernel counts in).
@@ -347,7 +353,8 @@ function render({ model, el: root }) {
     stop.disabled = true;
     stop.textContent = "Stopping…";
   });
-  foot.append(stats, stop);
+  const followups = followupButtons(model, root);
+  foot.append(stats, stop, ...followups.buttons);
   root.replaceChildren(head, images, think, plan, calls, approval, body, cut, sources, badge, lpBox, error, foot);
 
   const blockEls = [];
@@ -514,6 +521,7 @@ function render({ model, el: root }) {
       (meta.stats || {}).rounds > 1 ? "max_tokens applies to each model round" : "",
     ].filter(Boolean).join("\n");
     const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
+    followups.draw(meta, live);
     stop.hidden = !live;
     if (live && status !== "stopping") {
       stop.disabled = false;

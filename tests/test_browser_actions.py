@@ -35,7 +35,8 @@ def _notebook(root: Path, url: str) -> str:
     from nbformat.v4 import new_code_cell, new_notebook
 
     cells = [
-        f"%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n%config NbChat.base_url = {url!r}",
+        f"%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n%config NbChat.base_url = {url!r}\n"
+        "%config NbChat.model = 'command-a-03-2025'",
         "%%chat --backend v2\nGive me code.",
         "%%chat --backend v2 --code\nGive me code again.",
     ]
@@ -104,3 +105,58 @@ def test_insert_below_and_code_flag(server, browser, code_server, front_end) -> 
         for s in _api(base, "/api/sessions"):
             _api(base, f"/api/sessions/{s['id']}", "DELETE")
         ctx.close()
+
+
+def _reply(pieces: list[str], finish: str = "COMPLETE") -> Any:
+    from v2server import events_body, sse, text_events
+
+    return sse(events_body(text_events(pieces, finish_reason=finish)), delay=0.02)
+
+
+@pytest.mark.parametrize("front_end", ["lab", "notebook7"])
+def test_continue_and_regenerate_buttons(server, browser, front_end) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    base, root = server
+    srv = V2Server()
+    srv.push(_reply(["```python\n", "def f(x):\n", "    return"], finish="MAX_TOKENS"))
+    srv.push(_reply([" x * 2\n", "```\n", "CONTINUED"]))
+    srv.push(_reply(["REGENERATED ", "reply"]))
+    name = _notebook(root, srv.url)
+    url = f"{base}/lab/tree/{name}?token={TOKEN}&reset"
+    if front_end == "notebook7":
+        url = f"{base}/notebooks/{name}?token={TOKEN}"
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = ctx.new_page()
+    try:
+        page.goto(url)
+        _wait_open(page, name, kernel=True)
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        page.evaluate(RUN_CELL, 0)
+        page.evaluate(RUN_CELL, 1)
+        turn = cells.nth(1).locator(".nbchat-turn")
+        expect(turn).to_have_attribute("data-status", "done", timeout=30_000)
+        cont = turn.locator("button.nbchat-continue")
+        expect(cont).to_be_visible()
+        cont.click()
+        expect(turn.locator(".nbchat-body")).to_contain_text("CONTINUED", timeout=30_000)
+        expect(turn).to_have_attribute("data-status", "done", timeout=30_000)
+        # the same turn grew: one code block holding the whole function, no Continue any more
+        expect(turn.locator(".nbchat-body pre")).to_have_count(1)
+        expect(turn.locator(".nbchat-body pre")).to_contain_text("return x * 2")
+        expect(cont).to_be_hidden()
+        regen = turn.locator("button.nbchat-regenerate")
+        expect(regen).to_be_visible()
+        regen.click()
+        expect(turn.locator(".nbchat-body")).to_contain_text("REGENERATED reply", timeout=30_000)
+        expect(turn).to_have_attribute("data-status", "done", timeout=30_000)
+        expect(turn.locator(".nbchat-body")).not_to_contain_text("CONTINUED")
+        chats = [r for r in srv.requests if r.path == "/v2/chat"]
+        assert len(chats) == 3
+        assert chats[1].json["messages"][-1]["role"] == "user"  # "continue ..."
+        assert chats[2].json["messages"] == [{"role": "user", "content": "Give me code."}]
+    finally:
+        for s in _api(base, "/api/sessions"):
+            _api(base, f"/api/sessions/{s['id']}", "DELETE")
+        ctx.close()
+        srv.close()

@@ -149,3 +149,34 @@ def test_chat_continue_and_regenerate_commands(ip, server):
     with capture_output():
         res = ip.run_cell("%chat continue")
     assert isinstance(res.error_in_exec, UsageError) and "MAX_TOKENS" in str(res.error_in_exec)
+
+
+def test_view_buttons_continue_then_regenerate_in_the_same_view(ip, server, monkeypatch):
+    from nbchat.notebook.view import TurnView
+
+    shown: list[TurnView] = []
+    display = TurnView.display
+    monkeypatch.setattr(TurnView, "display", lambda self: (shown.append(self), display(self))[1])
+    ip.run_line_magic("config", "NbChat.live = 'always'")
+    server.push(reply("```python\n", "def f(x):\n", "    return", finish="MAX_TOKENS"))
+    with capture_output():
+        ip.run_cell("%%chat --max-tokens 4\nwrite f").raise_error()
+    conv = ip.user_ns["chat"]
+    conv.wait()
+    [view] = shown
+    assert view.snapshot()["meta"]["actions"] == ["continue", "regenerate"]
+    server.push(reply(" x * 2\n", "```\n"))
+    view._on_frontend_msg(view, {"type": "continue"}, [])  # what the button sends
+    conv.wait()
+    turn = conv.last
+    assert len(conv) == 1 and turn.text == "```python\ndef f(x):\n    return x * 2\n```\n"
+    assert view.text == turn.text  # the same view grew (one code block, not two)
+    snap = view.snapshot()
+    assert snap["meta"]["status"] == "done" and snap["meta"]["actions"] == ["regenerate"]
+    assert "return x * 2" in "".join(snap["blocks"]) + snap["tail"]
+    server.push(reply("fresh"))
+    view._on_frontend_msg(view, {"type": "regenerate"}, [])
+    conv.wait()
+    assert conv.last.text == "fresh" and view.text == "fresh"
+    assert conv.last.alternatives[0].text == turn.text
+    assert server.requests[-1].json["max_tokens"] == 4

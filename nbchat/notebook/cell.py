@@ -91,6 +91,9 @@ def run_cell(m: ChatHost, line: str, cell: str) -> None:
             images=_thumbnails(request),
         )
         view.display()
+        from .viewactions import ViewActions
+
+        actions = view.actions = ViewActions(view, conv, backend)
         try:
             # Returns at once; a turn still streaming in this conversation is waited for
             # in the worker, and a re-run of the same cell cancels and replaces its turn.
@@ -100,7 +103,7 @@ def run_cell(m: ChatHost, line: str, cell: str) -> None:
                 prompt,
                 params,
                 cell=info,
-                listener=_code_to_cell(m, args, view.listener(), view),
+                listener=_code_to_cell(m, args, actions.listener(view.listener()), view),
                 tools=tools,
                 approve=None if approve_all else view.approve,
                 background=True,

@@ -108,6 +108,7 @@ class TurnView(anywidget.AnyWidget):
         self._done = False
         self._display_handle: Any = None
         self._parent: Any = None  # the starting cell's request (set by listener())
+        self.actions: Any = None  # Continue / Regenerate (viewactions.ViewActions), if offered
         self.bytes_sent = 0  # custom-message payload bytes (for the bench and tests)
         self.messages_sent = 0
         self.on_msg(self._on_frontend_msg)
@@ -357,6 +358,8 @@ class TurnView(anywidget.AnyWidget):
                 if self._approval is not None:
                     self._approval[1] = bool(content.get("ok"))
                     self._approval[0].set()
+        elif kind in ("continue", "regenerate") and self.actions is not None:
+            self.actions.run(kind)
         elif kind in ("hello", "resync"):
             with self._lock:
                 behind = kind == "resync" or int(content.get("s") or 0) < self._st.seq
