@@ -244,3 +244,148 @@ def test_saved_notebook_reopens_without_kernel(server, browser, reply_servers, f
         for s in _api(base, "/api/sessions"):
             _api(base, f"/api/sessions/{s['id']}", "DELETE")
         ctx.close()
+
+
+def _events(pieces: list[str], finish: str = "COMPLETE", cite: bool = False) -> list[dict]:
+    from nbchat.protocol.events import StreamBuilder, usage_dict
+
+    b = StreamBuilder()
+    ev = [b.start()]
+    for p in pieces:
+        ev += b.text(p)
+    if cite:
+        ev += b.close_content()
+        ev += b.citation(
+            {
+                "start": 0,
+                "end": 5,
+                "text": "Tokyo",
+                "type": "TEXT_CONTENT",
+                "sources": [
+                    {"type": "document", "id": "d1", "document": {"title": "Atlas of Japan"}}
+                ],
+            }
+        )
+    ev += b.end(finish, usage_dict(5, len(pieces)))
+    return ev
+
+
+LONG_CODE = (
+    "Here:\n\n```python\ndef f(x):\n    return x + 1  # " + "long " * 80 + "\n```\n\nTokyo is big."
+)
+
+
+def test_panel_keys_code_and_view_polish_in_jupyterlab(server, browser) -> None:
+    """Panel: Shift+Enter is a new line, Enter and Ctrl+Enter send; code scrolls inside the
+    panel instead of being clipped; the transcript has a max height. View: syntax highlighting,
+    the citation source list, the max_tokens mark, "1 token"."""
+    from playwright.sync_api import expect
+    from v2server import events_body, sse
+
+    base, root = server
+    panel_srv = V2Server(default=sse(events_body(_events([LONG_CODE]))))
+    chat_srv = V2Server(default=sse(events_body(_events(["Tokyo ", "is big."], cite=True))))
+    cut_srv = V2Server(default=sse(events_body(_events(["Hi"], finish="MAX_TOKENS"))))
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cells = [
+        "%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n"
+        f"%config NbChat.base_url = {chat_srv.url!r}",
+        "%%chat --backend v2\nWhere?",
+        f"%config NbChat.base_url = {cut_srv.url!r}",
+        "%%chat --backend v2 -n cut\nSay hi.",
+        "import nbchat\nfrom nbchat.backends import get_backend\n"
+        f"panel = nbchat.Panel(nbchat.Conversation(), get_backend('v2', base_url={panel_srv.url!r}, api_key='k'))\n"
+        "panel",
+    ]
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    name = f"nbchat_polish_{time.monotonic_ns()}.ipynb"
+    nbformat.write(nb, str(root / name))
+    ctx = browser.new_context(viewport={"width": 1000, "height": 1000})
+    page = ctx.new_page()
+    try:
+        page.goto(f"{base}/lab/tree/{name}?token={TOKEN}&reset")
+        _wait_open(page, name, kernel=True)
+        cells_ = page.locator(".jp-Notebook .jp-Cell")
+        page.evaluate(RUN_CELL, 0)
+        page.evaluate(RUN_CELL, 1)
+        turn = cells_.nth(1).locator(".nbchat-turn")
+        expect(turn).to_have_attribute("data-status", "done", timeout=30_000)
+        # citation: a numbered source list under the reply (not only a hover title)
+        expect(turn.locator(".nbchat-sources li")).to_contain_text("Atlas of Japan", timeout=5_000)
+        assert turn.locator(".nbchat-body sup.nbchat-cite").count() == 1
+        assert turn.locator(".nbchat-cut").is_hidden()
+
+        page.evaluate(RUN_CELL, 2)
+        page.evaluate(RUN_CELL, 3)
+        cut = cells_.nth(3).locator(".nbchat-turn")
+        expect(cut).to_have_attribute("data-status", "done", timeout=30_000)
+        expect(cut.locator(".nbchat-cut")).to_be_visible()
+        expect(cut.locator(".nbchat-cut")).to_contain_text("max_tokens reached")
+        stats = cut.locator(".nbchat-stats").inner_text()
+        assert stats.startswith("1 token ") or stats.startswith("1 token·"), stats
+
+        page.evaluate(RUN_CELL, 4)
+        panel = cells_.nth(4).locator(".nbchat-panel")
+        box = panel.locator(".nbchat-panel-prompt textarea")
+        expect(box).to_be_visible(timeout=30_000)
+        box.click()
+        box.type("first line")
+        box.press("Shift+Enter")  # a new line, nothing sent (and the cell does not run)
+        box.type("second")
+        page.wait_for_timeout(300)
+        assert not [r for r in panel_srv.requests if r.body]
+        box.press("Enter")
+        turns = panel.locator(".nbchat-panel-transcript .nbchat-turn")
+        expect(turns.first).to_have_attribute("data-status", "done", timeout=30_000)
+        chats = lambda: [r.json for r in panel_srv.requests if r.body]  # noqa: E731 (not preconnects)
+        sent = chats()[0]["messages"][-1]["content"]
+        assert sent == "first line\nsecond", sent
+        expect(box).to_have_value("")
+        box.type("again")
+        box.press("Control+Enter")
+        expect(turns.nth(1)).to_have_attribute("data-status", "done", timeout=30_000)
+        assert chats()[1]["messages"][-1]["content"] == "again"
+        for i in range(4):  # enough turns to overflow the transcript
+            box.type(f"more {i}")
+            box.press("Enter")
+            expect(turns.nth(2 + i)).to_have_attribute("data-status", "done", timeout=30_000)
+        # the code block scrolls inside its block; the turn is not wider than the panel
+        dims = page.evaluate(
+            """() => {
+              const panel = document.querySelector('.nbchat-panel');
+              const pre = panel.querySelector('.nbchat-code pre');
+              const tr = panel.querySelector('.nbchat-panel-transcript');
+              const turn = panel.querySelector('.nbchat-panel-transcript .nbchat-turn');
+              return {panel: panel.getBoundingClientRect().width,
+                      turn: turn.getBoundingClientRect().width,
+                      preScroll: pre.scrollWidth, preClient: pre.clientWidth,
+                      preOverflow: getComputedStyle(pre).overflowX,
+                      trHeight: tr.getBoundingClientRect().height,
+                      trScroll: tr.scrollHeight, winH: window.innerHeight};
+            }"""
+        )
+        assert dims["turn"] <= dims["panel"] + 1, dims
+        assert dims["preScroll"] > dims["preClient"] and dims["preOverflow"] == "auto", dims
+        assert dims["trHeight"] <= 0.61 * dims["winH"] and dims["trScroll"] > dims["trHeight"]
+        # syntax highlighting: spans made from the code's text
+        code = panel.locator(".nbchat-code code").first
+        assert code.locator(".nbchat-hl-kw", has_text="def").count() >= 1
+        assert code.locator(".nbchat-hl-com").count() >= 1
+        box.scroll_into_view_if_needed()
+        expect(box).to_be_in_viewport()
+        ARTIFACTS = HERE.parent / "test-artifacts"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-panel-polish.png"))
+    finally:
+        for s in _api(base, "/api/sessions"):
+            _api(base, f"/api/sessions/{s['id']}", "DELETE")
+        ctx.close()
+        for s in (panel_srv, chat_srv, cut_srv):
+            s.close()

@@ -24,8 +24,12 @@ export default {
     ta.addEventListener("keydown", (e) => {
       if (e.key !== "Enter" || e.isComposing) return;
       e.stopPropagation(); // never the notebook's Shift/Ctrl+Enter (run cell)
-      if (e.shiftKey && !(e.ctrlKey || e.metaKey)) return; // Shift+Enter: a new line
       e.preventDefault();
+      if (e.shiftKey && !(e.ctrlKey || e.metaKey)) { // Shift+Enter: a new line, here
+        ta.setRangeText("\\n", ta.selectionStart, ta.selectionEnd, "end");
+        ta.dispatchEvent(new Event("input"));
+        return;
+      }
       if (ta.value.trim()) model.send({ type: "send", text: ta.value });
     });
     const sync = () => { if (ta.value !== model.get("value")) ta.value = model.get("value"); };
