@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from .flags import flag_message, request_fields, tool_functions
+from .flags import flag_message, request_fields
 from .interpolate import interpolate
 from .interrupt import install as _install_interrupt
 from .interrupt import watch
 from .kernel import cell_info, is_live
+from .values import tool_functions
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import ChatHost
@@ -52,7 +53,7 @@ def run_cell(m: ChatHost, line: str, cell: str) -> None:
         raise UsageError("%%chat: the cell is empty; write the message below the %%chat line")
     if args.context:
         from .context import describe
-        from .flags import lookup
+        from .values import lookup
 
         described = [describe(v, lookup(ns, v, "--context")) for v in args.context]
         prompt = "\n\n".join([prompt, *described])
