@@ -279,6 +279,7 @@ function fmtStats(S, status) {
   else if (status === "approval") bits.push("waiting for approval");
   else if (status === "waiting" || status === "streaming") bits.push("streaming…");
   else if (status === "stopping") bits.push("stopping…");
+  if (st.omitted) bits.push(`${st.omitted} earlier turn${st.omitted === 1 ? "" : "s"} not sent`);
   return bits.join(" · ");
 }
 

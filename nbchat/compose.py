@@ -26,6 +26,9 @@ How the body is made, in order:
    same name replaces an earlier one.
 6. **model**: ``params["model"]``, else `backends.resolve_model(backend)` (the one model
    policy), when a backend is given.
+6b. **fit**: the oldest turns are left out when the request would not fit the model's context,
+   or beyond ``params["history_window"]`` turns / ``params["max_input_tokens"]`` tokens
+   (`nbchat.context`; the conversation keeps them). `Composed.omitted` counts them.
 7. `protocol.validate_request` on the whole body (cross-field rules included), then the
    backend's own ``check_request(request)`` when it has one (the embedded engine refuses
    images and ``thinking`` enabled there, naming the field and the model).
@@ -91,6 +94,10 @@ class Composed:
     """True when `params` carried ``system``: the conversation takes it with the turn."""
     replaces: int | None = None
     """Index of the earlier turn of the same cell that the new turn replaces."""
+    omitted: int = 0
+    """Earlier turns left out of the request so it fits (see `nbchat.context`)."""
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    """``history_window`` / ``max_input_tokens`` as given: later rounds fit the same way."""
 
     @property
     def params(self) -> dict[str, Any]:
@@ -173,6 +180,7 @@ def build_request(
     fields.pop("stream", None)
     sets_system = "system" in fields
     images, image_detail = fields.pop("images", None), fields.pop("image_detail", None)
+    fit = fit_options(fields)
     new_system: SystemPrompt = fields.pop("system", None)
     tool_items = list(fields.pop("tools", None) or []) + list(tools or [])
     defs, functions = _tools(tool_items)
@@ -198,6 +206,11 @@ def build_request(
         history = [{"role": "system", "content": copy.deepcopy(new_system)}, *history]
     if images is not None or image_detail is not None:
         user = with_images(user, images, image_detail, already=len(count_images(history)))
+    omitted = 0
+    if history:
+        from .context import fit_history
+
+        history, omitted = fit_history(history, [user], fields, backend=backend, **fit)
     body = {**fields, "messages": [*history, user], "stream": True}
     request = validate_request(body)
     check = getattr(backend, "check_request", None)
@@ -210,4 +223,25 @@ def build_request(
         system=system or None,
         sets_system=sets_system,
         replaces=replaces,
+        omitted=omitted,
+        fit=fit,
     )
+
+
+def fit_options(fields: dict[str, Any]) -> dict[str, Any]:
+    """Take ``history_window`` (turns, >= 0) and ``max_input_tokens`` (>= 1) out of `fields`
+    (they shape the request; they are not v2 fields). ValidationError names a bad one."""
+    from .errors import ValidationError
+
+    out: dict[str, Any] = {"window": None, "max_input_tokens": None}
+    for key, name, low in (
+        ("history_window", "window", 0),
+        ("max_input_tokens", "max_input_tokens", 1),
+    ):
+        value = fields.pop(key, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValidationError(key, value, f"an integer >= {low}, or None for no limit")
+        out[name] = value
+    return out

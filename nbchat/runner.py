@@ -84,6 +84,7 @@ def start_turn(
         status="running",
         cell=cell,
         backend=getattr(backend, "name", None),
+        omitted=composed.omitted,
     )
     # A re-run of a cell that is still streaming stops the old turn first.
     key = cell_key(cell)

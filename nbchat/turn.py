@@ -53,6 +53,7 @@ class Turn:
         "cell",
         "backend",
         "alternatives",
+        "omitted",
         "exception",
         "_live",
         "_lock",
@@ -75,6 +76,7 @@ class Turn:
         error: str | None = None,
         cell: dict[str, Any] | None = None,
         backend: str | None = None,
+        omitted: int = 0,
     ) -> None:
         self.id = id or uuid.uuid4().hex[:12]
         self.params = dict(params or {})
@@ -92,6 +94,7 @@ class Turn:
         self.backend = backend
         # earlier replies this turn replaced (Conversation.regenerate), oldest first
         self.alternatives: list[Turn] = []
+        self.omitted = int(omitted or 0)  # earlier turns left out of the request (context.py)
         self.exception: BaseException | None = None  # the error object (not serialised)
         self._live: Any = None  # the runner's Accumulator while a round streams
         self._lock: Any = threading.RLock()  # replaced by the conversation's lock when added
@@ -201,6 +204,8 @@ class Turn:
                 "cell": self.cell,
                 "backend": self.backend,
             }
+            if self.omitted:
+                d["omitted"] = self.omitted
             if self.status == "running" and self._live is not None:
                 # A snapshot of a running turn carries the partial message.
                 d["output"] = self.output + [self._live.message]
@@ -233,6 +238,7 @@ class Turn:
             error=error,
             cell=d.get("cell"),
             backend=d.get("backend"),
+            omitted=d.get("omitted") or 0,
         )
         turn.alternatives = [cls.from_dict(a) for a in d.get("alternatives") or []]
         return turn
@@ -257,6 +263,8 @@ class Turn:
             parts.append(f"{self.timings['tokens_per_second']:.1f} tok/s")
         if self.timings.get("ttft") is not None:
             parts.append(f"ttft {self.timings['ttft'] * 1000:.0f} ms")
+        if self.omitted:
+            parts.append(omitted_note(self.omitted))
         if self.error:
             parts.append(f"error: {self.error}")
         return " · ".join(parts)
@@ -266,6 +274,11 @@ class Turn:
         if len(text) > 60:
             text = text[:57] + "..."
         return f"Turn(id={self.id!r}, status={self.status!r}, finish_reason={self.finish_reason!r}, text={text!r})"
+
+
+def omitted_note(n: int) -> str:
+    """ "N earlier turns not sent": what the views say when context.py left turns out."""
+    return f"{n} earlier turn{'s' if n != 1 else ''} not sent"
 
 
 def format_number(v: Any) -> str:

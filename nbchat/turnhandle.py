@@ -208,9 +208,15 @@ class TurnHandle:
             with self._lock:
                 if self._finalized:
                     raise _Abort
-                messages = self.conversation.history(self.turn) + copy.deepcopy(
-                    self.turn.input + self.turn.output
+                history = self.conversation.history(self.turn)
+                tail = copy.deepcopy(self.turn.input + self.turn.output)
+            if history and (rounds or self._prior):  # fit like the first round did
+                from .context import fit_history
+
+                history, _ = fit_history(
+                    history, tail, self.request, backend=self.backend, **self.composed.fit
                 )
+            messages = history + tail
             if rounds == 0 and not self._prior:
                 request = copy.deepcopy(self.composed.request)  # exactly what compose built
             else:  # our own tool messages, or a history that grew while this turn queued

@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own layer and any lower one):
 
 0. ``protocol`` (pure: the wire format)
 1. ``backends`` (where events come from)
-2. the core: ``compose``, ``conversation``, ``turn``, ``runner``, ``tools`` (+ ``toolargs``,
+2. the core: ``compose``, ``context``, ``conversation``, ``turn``, ``runner``, ``tools`` (+ ``toolargs``,
    ``docstrings``), ``turnhandle``, ``listener``, ``export``, ``transcript``, ``history``, images (``images``,
    ``imageconvert``, ``imageformat``: content blocks from files)
 3. the front ends: ``notebook``, ``server``, ``cli``, ``__main__`` and the package itself
@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nbchat.backends",),
     (
         "nbchat.compose",
+        "nbchat.context",
         "nbchat.conversation",
         "nbchat.turn",
         "nbchat.runner",

@@ -46,6 +46,8 @@ log = logging.getLogger("nbchat")
 SESSION = uuid.uuid4().hex[:12]  # this process: "%chat history" lists what it recorded
 TITLE_CHARS = 80
 MAX_BATCH = 200  # turns per transaction when the writer is behind
+LOCK_WAIT_S = 0.2  # record() waits this long for another thread's write before queueing
+WRITER_IDLE_S = 2.0  # the writer thread exits after this long with nothing queued
 FAST_BUSY_MS = 50  # how long record() waits for another process's lock before queueing
 
 
@@ -88,6 +90,7 @@ class Store:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._broken = False
         self._written = 0
@@ -117,16 +120,17 @@ class Store:
             "notebook": notebook,
             "finished_at": _finished_at(snap),
         }
-        if self._queue.empty() and self._lock.acquire(blocking=False):
-            try:  # nothing queued before it and nobody writing: write it here, now
+        # Nothing queued before it: write it here, now (waiting briefly for another thread of
+        # this process that is writing; the writer thread may be waiting on a busy store).
+        if self._queue.empty() and self._lock.acquire(timeout=LOCK_WAIT_S):
+            try:
                 if self._write_now(item):
                     return True
             finally:
                 self._lock.release()
             if self._broken:
                 return False
-        self._queue.put(item)
-        self._ensure_thread()
+        self._enqueue(item)
         return True
 
     def _write_now(self, item: dict[str, Any]) -> bool:
@@ -155,10 +159,10 @@ class Store:
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every queued turn is written (or dropped); True if the queue drained."""
-        if self._thread is None:
+        if self._thread is None and self._queue.empty():
             return True
         done = threading.Event()
-        self._queue.put(done)
+        self._enqueue(done)
         return done.wait(timeout)
 
     def open(self) -> bool:
@@ -174,10 +178,10 @@ class Store:
                 self._conn = None
 
     # -- writer thread -------------------------------------------------------------------------
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
+    def _enqueue(self, item: Any) -> None:
+        """Queue for the writer thread, starting it if it is not running (it exits when idle)."""
+        self._queue.put(item)
+        with self._thread_lock:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._drain, name="nbchat-history", daemon=True
@@ -187,7 +191,15 @@ class Store:
 
     def _drain(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=WRITER_IDLE_S)
+            except queue.Empty:
+                with self._thread_lock:  # nothing can be queued unseen while we decide
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
             while len(batch) < MAX_BATCH:  # group commit: whatever queued meanwhile, at once
                 try:
                     batch.append(self._queue.get_nowait())

@@ -167,6 +167,13 @@ def _params(m: ChatHost, args: Any, conv: Any) -> dict[str, Any]:
         params["model"] = model
     if args.system is not None:
         params["system"] = args.system  # this request uses it; the turn stores it
+    window = args.history if args.history is not None else s.history_window
+    if window is not None:  # not v2 fields: compose takes them out (see nbchat.context)
+        if window < 0:
+            raise UsageError(f"--history: {window} must be >= 0 (turns to send)")
+        params["history_window"] = window
+    if s.max_input_tokens is not None:
+        params["max_input_tokens"] = s.max_input_tokens
     return params
 
 

@@ -260,6 +260,12 @@ FLAGS: tuple[Flag, ...] = (
         kwargs={"action": "store_true"},
     ),
     Flag(
+        ("--history",),
+        "Send at most the last N turns of the conversation (it keeps them all). Unset: "
+        "NbChat.history_window (None: every turn that fits the model's context).",
+        kwargs={"metavar": "N", "type": int},
+    ),
+    Flag(
         ("--dry-run",),
         "Show the exact validated request as JSON; send nothing, change nothing.",
         kwargs={"action": "store_true"},

@@ -279,6 +279,7 @@ def turn_summary(turn: Any) -> dict[str, Any]:
         "cancelled": bool(_get(turn, "cancelled", False)),
         "error": _get(turn, "error"),
         "model": (_get(turn, "params") or {}).get("model") or _get(turn, "model"),
+        "omitted": _get(turn, "omitted") or 0,
     }
 
 
@@ -296,6 +297,10 @@ def _stats_text(s: dict[str, Any]) -> str:
         bits.append(str(s["finish_reason"]))
     if s.get("model"):
         bits.insert(0, str(s["model"]))
+    if s.get("omitted"):
+        from ..turn import omitted_note
+
+        bits.append(omitted_note(int(s["omitted"])))
     return " · ".join(bits)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Unicode, Union, observe
+from traitlets import Bool, Dict, Enum, Int, Unicode, Union, observe
 from traitlets.config import Configurable
 
 __all__ = ["NbChat"]
@@ -68,6 +68,20 @@ class NbChat(Configurable):
         default_value=True,
         help="The chat history store every finished turn is written to: True (NBCHAT_HISTORY, "
         "else <user data dir>/nbchat/history.sqlite3), False (off) or a path.",
+    ).tag(config=True)
+
+    history_window = Int(
+        None,
+        allow_none=True,
+        help="Send at most the last N turns of a conversation (it keeps them all); None: every "
+        "turn that fits the model's context. %%chat --history N overrides it for one cell.",
+    ).tag(config=True)
+    max_input_tokens = Int(
+        None,
+        allow_none=True,
+        help="Leave the oldest turns out when a request would exceed this many input tokens "
+        "(counted by the embedded engine's tokenizer, else estimated); None: the model's "
+        "context (engine n_ctx, or Cohere's published size) less the reply's room.",
     ).tag(config=True)
 
     @observe("history")

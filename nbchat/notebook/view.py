@@ -292,6 +292,9 @@ class TurnView(anywidget.AnyWidget):
                 else ("error" if st.error or st.finish == "ERROR" else "done")
             )
             stats = st.stats(final=True)
+            omitted = get("omitted") if turn is not None else None
+            if omitted:  # context.py left earlier turns out of the request
+                stats["omitted"] = int(omitted)
             if cancelled and self._t_stop is not None:
                 stats["stop_ms"] = round((time.monotonic() - self._t_stop) * 1000)
             st.set_meta(status=status, stats=stats, error=st.error, approval=None)

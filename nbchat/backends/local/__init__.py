@@ -168,6 +168,19 @@ class LocalBackend:
         gguf = isinstance(model, str) and model.endswith(".gguf")
         refuse_unsupported(request, model if gguf else MODEL_NAME)  # the model that would run
 
+    def context_window(self, model: str | None = None) -> int:
+        """The engine's context size in tokens (prompt and reply share it)."""
+        return self.n_ctx
+
+    def count_tokens(self, request: dict[str, Any]) -> int:
+        """Prompt tokens of `request` as the engine sees it: its chat template (tools shown
+        when the request has any) through its own tokenizer (loads the model if needed)."""
+        from .. import prompting
+
+        calling = bool(request.get("tools"))
+        messages = prompting.to_chat_messages(request, include_tools=calling)
+        return len(self.engine(request.get("model")).tokenize(prompting.render_chatml(messages)))
+
     def stream(self, request: dict[str, Any], cancel: Cancel | None = None) -> Iterator[dict]:
         """Queue `request` on the engine and yield its events as they are produced."""
         self.check_request(request)
