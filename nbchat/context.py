@@ -17,8 +17,11 @@ turn (``chat.messages`` is unchanged); only the request is shorter.
   embedded engine renders its chat template and runs its own tokenizer), else estimated as
   characters / 3.5 plus 4 per message (`estimate_tokens`), which over-counts English a little.
 
-When even the system message and the current turn do not fit, nothing more is dropped: the
-request goes as it is and the backend's error names the limit.
+With a backend that counts its own tokens (the embedded engine), the number of turns left out
+is rounded up to a multiple of `CUT_STEP`: the kept turns then start at the same place for
+several turns in a row, so the engine reuses its prompt cache instead of re-reading the whole
+history every turn. When even the system message and the current turn do not fit, nothing more
+is dropped: the request goes as it is and the backend's error names the limit.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ KNOWN_CONTEXT: dict[str, int] = {
 DEFAULT_REPLY_ROOM = 1024
 CHARS_PER_TOKEN = 3.5
 TOKENS_PER_MESSAGE = 4
+CUT_STEP = 4  # with an engine that counts (and caches) tokens, cut in steps of this many turns
 
 
 def context_window(backend: Any, model: str | None) -> int | None:
@@ -147,6 +151,8 @@ def fit_history(
             hi = mid
         else:
             lo = mid + 1
+    if callable(count) and lo < len(turns):  # a local engine: keep its prompt cache useful
+        lo = min(len(turns) - 1, -(-lo // CUT_STEP) * CUT_STEP)
     kept = turns[lo:]
     return [*head, *(m for t in kept for m in t)], dropped + lo
 
