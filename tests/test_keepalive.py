@@ -157,6 +157,9 @@ def openai_ok(text: str) -> Reply:
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        # usage, as servers send it for stream_options.include_usage (else the backend would
+        # ask the server's tokenize endpoint, a request of its own)
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
     ]
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
     return sse(body + b"data: [DONE]\n\n")
@@ -322,7 +325,7 @@ def test_load_ext_preconnects_the_connection_the_first_chat_uses(monkeypatch):
             assert srv.connections == 1 and srv.requests == []  # connected, nothing sent
             srv.push(ok("pre", "connected"))
             with capture_output():
-                result = shell.run_cell("%%chat -m command-a-03-2025\nhello")
+                result = shell.run_cell("%%chat\nhello")  # NbChat.model: Cohere's default
             assert result.success
             assert len(srv.requests) == 1 and srv.connections == 1  # the turn used it
             assert shell.user_ns["chat"].turns[-1].text == "preconnected"

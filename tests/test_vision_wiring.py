@@ -221,10 +221,16 @@ def test_openai_backend_thinking_disabled_and_newer_reasoning_field():
         acc = Accumulator()
         for e in backend.stream({**request, "thinking": {"type": "disabled"}}):
             acc.feed(e)
-        assert srv.last.json["chat_template_kwargs"] == {
+        assert _chat_requests(srv)[-1].json["chat_template_kwargs"] == {
             "enable_thinking": False,
             "thinking": False,
         }
         assert acc.thinking == "hmm" and acc.text == "ok"
         list(backend.stream(request))
-        assert "chat_template_kwargs" not in srv.last.json  # nothing asked, nothing sent
+        # nothing asked, nothing sent
+        assert "chat_template_kwargs" not in _chat_requests(srv)[-1].json
+
+
+def _chat_requests(srv):
+    """The chat requests only: a stream without usage also asks the tokenize endpoints."""
+    return [r for r in srv.requests if r.path.endswith("/chat/completions")]

@@ -184,7 +184,7 @@ class ChatMagics(Magics):
             try:
                 name = self.backend_name(None)
                 if name in ("cohere", "v2"):  # the same instance the first %%chat takes
-                    self.backend(name, None).preconnect()
+                    self.backend(name, self.settings.model or None).preconnect()
             except Exception:
                 pass
 

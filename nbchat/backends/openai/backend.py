@@ -90,7 +90,7 @@ class OpenAIBackend(HTTPBackend):
             )
         self.response_format_style = response_format_style
         self._served: list[str] | None = None
-        self._count_path: str | None = None  # the tokenize endpoint that answered
+        self._count_path: str | None = None  # the tokenize endpoint that answered ("" = none)
 
     def __repr__(self) -> str:
         key = "set" if self._key.get() else "none"
@@ -142,6 +142,8 @@ class OpenAIBackend(HTTPBackend):
             ("/tokenize", {"model": body.get("model"), "messages": messages}),
             ("/extras/tokenize/count", {"input": text}),
         ]
+        if self._count_path == "":  # neither answered before: don't ask on every turn
+            return None
         if self._count_path is not None:  # the one that worked before
             attempts = [a for a in attempts if a[0] == self._count_path]
         for path, payload in attempts:
@@ -158,6 +160,8 @@ class OpenAIBackend(HTTPBackend):
             if isinstance(count, int) and count > 0:
                 self._count_path = path
                 return count
+        if self._count_path is None:
+            self._count_path = ""
         return None
 
     def _model_for(self, request: dict[str, Any]) -> str:
