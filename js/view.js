@@ -257,6 +257,7 @@ function fmtStats(S, status) {
   const st = S.meta.stats || {};
   const bits = [];
   const tokens = st.finish || status === "stopped" ? st.tokens ?? S.n : S.n;
+  if (status === "queued") return "queued: waiting for the previous reply";
   if (tokens || status !== "error") {
     const inBits = [];
     if (st.input_tokens !== undefined) inBits.push(`${st.input_tokens} in`);
@@ -521,7 +522,7 @@ function render({ model, el: root }) {
       fin && FINISH_HELP[fin] ? `finish_reason ${fin}: ${FINISH_HELP[fin]}` : "",
       (meta.stats || {}).rounds > 1 ? "max_tokens applies to each model round" : "",
     ].filter(Boolean).join("\n");
-    const live = ["waiting", "streaming", "approval", "stopping"].includes(status);
+    const live = ["queued", "waiting", "streaming", "approval", "stopping"].includes(status);
     followups.draw(meta, live);
     stop.hidden = !live;
     if (live && status !== "stopping") {

@@ -29,7 +29,7 @@ def render(turns: list[Turn], system: Any, usage: dict[str, Any], *, markdown: b
     if system:
         sys_text = system if isinstance(system, str) else display_text({"content": system})
         lines.append(_block("system", sys_text, markdown))
-    for i, t in enumerate(turns):
+    for i, t in enumerate(turns, 1):  # "turn 1" is the first of "N turns"
         snap = t.to_dict()
         for m in snap["input"] + snap["output"]:
             lines.append(_render_message(m, markdown))

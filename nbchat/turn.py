@@ -262,7 +262,7 @@ class Turn:
         if self.timings.get("tokens_per_second"):
             parts.append(f"{self.timings['tokens_per_second']:.1f} tok/s")
         if self.timings.get("ttft") is not None:
-            parts.append(f"ttft {self.timings['ttft'] * 1000:.0f} ms")
+            parts.append(f"TTFT {self.timings['ttft']:.2f} s")  # as the live view says it
         if self.omitted:
             parts.append(omitted_note(self.omitted))
         if self.error:

@@ -142,3 +142,61 @@ def test_panel_transcript_has_a_max_height_and_enter_sends() -> None:
     # what the prompt box's Enter / Ctrl+Enter sends (js: model.send({type: "send", text}))
     panel.prompt._handle(panel.prompt, {"type": "send", "text": "typed text"}, [])
     assert sent == ["typed text"]
+
+
+def test_dry_run_shows_the_new_message_not_the_whole_history(ip) -> None:
+    run(ip, "%config NbChat.live = 'never'")
+    for i in range(3):
+        run(ip, f"%%chat\nearlier question {i}").raise_error()
+    with capture_output() as cap:
+        ip.run_cell("%%chat --dry-run\nthe new one").raise_error()
+    data = cap.outputs[-1].data
+    assert "5 earlier messages" in data["text/markdown"] or "6 earlier" in data["text/markdown"]
+    assert "earlier question 0" not in data["text/markdown"] + data["text/plain"]
+    assert "the new one" in data["text/markdown"]
+    whole = data["application/json"]["messages"]  # the body as it would be sent, collapsed
+    assert any("earlier question 0" in json.dumps(m) for m in whole)
+    assert cap.outputs[-1].metadata["application/json"]["expanded"] is False
+
+
+def test_view_and_history_agree_on_ttft_and_tokens_per_second(ip) -> None:
+    from nbchat.notebook.view import TurnView
+    from nbchat.runner import start_turn
+
+    conv = Conversation()
+    from nbchat.backends import get_backend
+
+    backend = get_backend("v2", base_url=ip.config.NbChat.base_url, api_key="k")
+    view = TurnView("q")
+    with capture_output():
+        turn = start_turn(conv, backend, "q", {}, listener=view.listener()).wait(20)
+    stats = view.snapshot()["meta"]["stats"]
+    assert stats["ttft"] == round(turn.timings["ttft"], 3)
+    assert stats.get("tps") == round(turn.timings["tokens_per_second"], 1)
+    assert f"TTFT {turn.timings['ttft']:.2f} s" in turn.stats()  # the view's unit
+    assert "turn 1:" in conv._repr_markdown_() and "turn 0:" not in conv._repr_markdown_()
+
+
+def test_a_queued_turn_says_queued_and_its_ttft_excludes_the_wait(ip) -> None:
+    from nbchat.backends import get_backend
+    from nbchat.notebook.view import TurnView
+    from nbchat.runner import start_turn
+
+    slow = V2Server(default=sse(events_body(text_events(["a "] * 30)), delay=0.03))
+    try:
+        conv = Conversation()
+        backend = get_backend("v2", base_url=slow.url, api_key="k")
+        with capture_output():
+            first = start_turn(conv, backend, "one", {}, background=True)
+            view = TurnView("two")
+            second = start_turn(conv, backend, "two", {}, listener=view.listener(), background=True)
+            view.attach(second)
+            assert view.snapshot()["meta"]["status"] == "queued"
+            first.wait(30)
+            second.wait(30)
+    finally:
+        slow.close()
+    stats = view.snapshot()["meta"]["stats"]
+    waited = first.turn.timings["total"]
+    assert view.snapshot()["meta"]["status"] == "done"
+    assert stats["ttft"] < waited, (stats, waited)  # the wait behind `first` is not in it

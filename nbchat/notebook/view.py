@@ -105,6 +105,7 @@ class TurnView(anywidget.AnyWidget):
         self._approval: list[Any] | None = None  # [threading.Event, decision]
         self._timer: threading.Thread | None = None
         self._running = False
+        self._queued = False
         self._done = False
         self._display_handle: Any = None
         self._parent: Any = None  # the starting cell's request (set by listener())
@@ -122,10 +123,18 @@ class TurnView(anywidget.AnyWidget):
         return _Listener(self)
 
     def attach(self, handle: Any) -> None:
-        """Let the Stop button cancel this turn (handle.cancel())."""
+        """Let the Stop button cancel this turn (handle.cancel()); a turn waiting for an
+        earlier reply of its conversation shows "queued" (and its TTFT excludes the wait)."""
         self._handle = handle
         if self._stop_requested:
             handle.cancel()
+        conv = getattr(handle, "conversation", None)
+        others = [h for h in conv.running_handles() if h is not handle] if conv else []
+        with self._lock:
+            if others and not self._done and self._st.t_first is None:
+                self._queued = True
+                self._st.set_meta(status="queued")
+        self._flush()
 
     def display(self) -> Any:
         """Show the live view (with a text fallback in the same bundle)."""
@@ -239,6 +248,10 @@ class TurnView(anywidget.AnyWidget):
 
     def _on_event(self, event: dict[str, Any]) -> None:
         with self._lock:
+            if self._queued:  # the wait is over: time from here, like the runner does
+                self._queued = False
+                self._st.t0 = time.monotonic()
+                self._st.set_meta(status="streaming")
             self._st.feed(event)
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
             self._flush()
@@ -295,6 +308,12 @@ class TurnView(anywidget.AnyWidget):
             omitted = get("omitted") if turn is not None else None
             if omitted:  # context.py left earlier turns out of the request
                 stats["omitted"] = int(omitted)
+            timings = (get("timings") or {}) if turn is not None else {}
+            # one source for the numbers: the live view shows what chat.turns / history keep
+            if timings.get("ttft") is not None:
+                stats["ttft"] = round(float(timings["ttft"]), 3)
+            if timings.get("tokens_per_second"):
+                stats["tps"] = round(float(timings["tokens_per_second"]), 1)
             if cancelled and self._t_stop is not None:
                 stats["stop_ms"] = round((time.monotonic() - self._t_stop) * 1000)
             st.set_meta(status=status, stats=stats, error=st.error, approval=None)
