@@ -269,6 +269,25 @@ class Turn:
             parts.append(f"error: {self.error}")
         return " · ".join(parts)
 
+    @property
+    def json(self) -> Any:
+        """The reply parsed as JSON (``--json`` / ``response_format``); a clear error when
+        it is not valid JSON, e.g. cut off by max_tokens."""
+        import json as _json
+
+        text = self.text.strip()
+        if text.startswith("```"):  # a fenced reply: its content
+            text = text.split("\n", 1)[-1].rsplit("```", 1)[0]
+        try:
+            return _json.loads(text)
+        except ValueError as exc:
+            why = (
+                " (the reply was cut off by max_tokens: raise --max-tokens)"
+                if self.finish_reason == "MAX_TOKENS"
+                else ""
+            )
+            raise ValueError(f"the reply is not valid JSON{why}: {exc}") from None
+
     def __repr__(self) -> str:
         text = self.text
         if len(text) > 60:

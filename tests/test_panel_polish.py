@@ -200,3 +200,40 @@ def test_a_queued_turn_says_queued_and_its_ttft_excludes_the_wait(ip) -> None:
     waited = first.turn.timings["total"]
     assert view.snapshot()["meta"]["status"] == "done"
     assert stats["ttft"] < waited, (stats, waited)  # the wait behind `first` is not in it
+
+
+def test_json_reply_is_a_code_block_and_turn_json_parses_or_says_why(ip) -> None:
+    from nbchat.backends import get_backend
+    from nbchat.notebook.view import TurnView
+    from nbchat.runner import start_turn
+
+    whole = V2Server(default=sse(events_body(text_events(['{"a": ', "1}"]))))
+    cut = V2Server(
+        default=sse(events_body(text_events(['{"a": ', "[1, 2"], finish_reason="MAX_TOKENS")))
+    )
+    try:
+        params = {"response_format": {"type": "json_object"}}
+        turns, views = [], []
+        for srv in (whole, cut):
+            view = TurnView("give json", params={"response_format": "json_object"})
+            backend = get_backend("v2", base_url=srv.url, api_key="k")
+            with capture_output():
+                turns.append(
+                    start_turn(
+                        Conversation(), backend, "give json", params, listener=view.listener()
+                    ).wait(20)
+                )
+            views.append(view)
+    finally:
+        whole.close()
+        cut.close()
+    assert turns[0].json == {"a": 1}
+    with pytest.raises(ValueError, match="cut off by max_tokens"):
+        _ = turns[1].json
+    for view in views:
+        state = view.snapshot()
+        html = "".join(state["blocks"]) + state["tail"]
+        assert 'class="language-json"' in html and "<p>{" not in html, html
+    data = views[1]._repr_mimebundle_()
+    data = data[0] if isinstance(data, tuple) else data
+    assert "max_tokens reached" in data["text/plain"]  # the saved output warns too

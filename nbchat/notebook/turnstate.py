@@ -66,6 +66,8 @@ class TurnState:
         self._think_sent = ""
         self._think_cits: list[str] = []  # THINKING_CONTENT citations, shown with the thinking
         self._lp_sent: list[list[Any]] = []
+        self.code_lang = ""  # "json": the reply is shown as a code block in that language
+        self._fenced = self._fence_closed = False
 
     # -- input -----------------------------------------------------------------------------------
     def feed(self, event: dict[str, Any]) -> None:
@@ -215,6 +217,9 @@ class TurnState:
             acc = self.steps[self._step]
             text = acc.text
             if len(text) > self._step_text:
+                if self.code_lang and not self._fenced:  # --json: the reply is a code block
+                    self.doc.append(f"```{self.code_lang}\n")
+                    self._fenced = True
                 self.doc.append(text[self._step_text :])
                 self._step_text = len(text)
             for cit in acc.citations[self._step_cits :]:
@@ -244,6 +249,9 @@ class TurnState:
         if self.think_tokens:  # the Thinking summary counts live
             self.set_meta(think_n=self.think_tokens)
         self._sync_doc()
+        if final and self._fenced and not self._fence_closed:
+            self.doc.append("\n```")
+            self._fence_closed = True
         ops = self.doc.take_ops()
         msg: dict[str, Any] = {"type": "e"} if final else {}
         if ops:

@@ -98,6 +98,8 @@ class TurnView(anywidget.AnyWidget):
         self.refresh_fallback = refresh_fallback
         self._lock = threading.RLock()
         self._st = TurnState()
+        if str(shown.get("response_format", "")).startswith("json"):
+            self._st.code_lang = "json"  # --json: a code block, never a prose paragraph
         self._last_flush = 0.0
         self._handle: Any = None
         self._stop_requested = False
