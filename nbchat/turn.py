@@ -29,7 +29,9 @@ class Turn:
     ``started_at`` epoch seconds), ``logprobs``, ``citations``, ``status`` (``running``,
     ``complete``, ``cancelled``, ``error``), ``error`` (redacted text), ``cell``
     (``{"execution_count", "cell_id"}`` when known), ``backend`` (its name) and
-    ``alternatives`` (the earlier replies `Conversation.regenerate` replaced, as Turns).
+    ``alternatives`` (the earlier replies `Conversation.regenerate` replaced, as Turns; for a
+    compared turn, the variants not kept) and ``comparison`` (a `compared.Comparison` of
+    every variant of a ``--compare`` turn, else None).
 
     A cancelled or failed turn keeps its partial output (``cancelled`` is True, or
     ``finish_reason == "ERROR"`` / ``status == "error"``) but `Conversation.messages` leaves it
@@ -54,6 +56,7 @@ class Turn:
         "backend",
         "alternatives",
         "omitted",
+        "comparison",
         "exception",
         "_live",
         "_lock",
@@ -95,6 +98,7 @@ class Turn:
         # earlier replies this turn replaced (Conversation.regenerate), oldest first
         self.alternatives: list[Turn] = []
         self.omitted = int(omitted or 0)  # earlier turns left out of the request (context.py)
+        self.comparison: Any = None  # a compared.Comparison when the turn compared variants
         self.exception: BaseException | None = None  # the error object (not serialised)
         self._live: Any = None  # the runner's Accumulator while a round streams
         self._lock: Any = threading.RLock()  # replaced by the conversation's lock when added
@@ -211,6 +215,8 @@ class Turn:
                 d["output"] = self.output + [self._live.message]
             if self.alternatives:
                 d["alternatives"] = [a.to_dict() for a in self.alternatives]
+            if self.comparison is not None:
+                d["comparison"] = self.comparison.to_dict()
             return copy.deepcopy(d)
 
     @classmethod
@@ -241,6 +247,10 @@ class Turn:
             omitted=d.get("omitted") or 0,
         )
         turn.alternatives = [cls.from_dict(a) for a in d.get("alternatives") or []]
+        if d.get("comparison"):
+            from .compared import Comparison
+
+            turn.comparison = Comparison.from_reply(turn, d["comparison"])
         return turn
 
     def copy(self) -> Turn:

@@ -37,6 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
         "nbchat.docstrings",
         "nbchat.export",
         "nbchat.followup",
+        "nbchat.comparison",
+        "nbchat.compared",
         "nbchat.transcript",
         "nbchat.history",
         "nbchat.images",

@@ -7,13 +7,22 @@ Imports nothing above the store (the runner's worker imports this module).
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 from .schema import resolve_path
 from .store import Store
 
-__all__ = ["get_store", "record", "configure", "notebook_path", "current_store", "record_finished"]
+__all__ = [
+    "skip_recording",
+    "get_store",
+    "record",
+    "configure",
+    "notebook_path",
+    "current_store",
+    "record_finished",
+]
 
 _stores: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
@@ -71,10 +80,21 @@ def current_store() -> Store | None:
     return get_store(_settings["setting"])
 
 
+_skipped: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def skip_recording(conversation: Any) -> None:
+    """Never record `conversation`'s turns (a comparison's scratch conversations: the compared
+    turn is recorded once, with every variant, under the real conversation)."""
+    _skipped.add(conversation)
+
+
 def record_finished(conversation: Any, turn: Any) -> None:
     """The turn-completion hook: queue `turn` for the configured store. Never raises."""
     import logging
 
+    if conversation in _skipped:
+        return
     try:
         store = current_store()
         if store is not None:

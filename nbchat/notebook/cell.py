@@ -13,13 +13,13 @@ execute_request metadata). Without one (terminal IPython, nbclient) every run ap
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
+from .dryrun import show_request as _show_request
 from .flags import flag_message, request_fields
 from .interpolate import interpolate
 from .interrupt import install as _install_interrupt
@@ -64,6 +64,12 @@ def run_cell(m: ChatHost, line: str, cell: str) -> None:
     params = _params(m, args, conv)
     tools = tool_functions(ns, args.tools) if args.tools else None
     info = cell_info(m.shell)
+    if args.compare:
+        from .comparecell import run_compare
+
+        return run_compare(m, args, prompt, conv, name, params, tools, info, backend_name)
+    if args.keep is not None:
+        raise UsageError("--keep: only with --compare (which variant becomes the reply)")
     backend = m.backend(backend_name, params.get("model"))
 
     # The exact request, composed and validated now the way the runner will (`compose`): a
@@ -239,32 +245,6 @@ def _show_static(turn: Any) -> None:
     from .render import static_bundle  # (render avoids loading anywidget)
 
     display(static_bundle(turn), raw=True)
-
-
-def _show_request(request: dict[str, Any]) -> None:
-    from IPython.display import display
-
-    from ..errors import redact
-
-    full = redact(json.dumps(request, indent=2, ensure_ascii=False, default=str))
-    # the readable copy shows the new message, not the whole history again
-    messages = list(request.get("messages") or [])
-    head = [m for m in messages[:1] if isinstance(m, dict) and m.get("role") == "system"]
-    earlier = len(messages) - len(head) - 1
-    shown = dict(request)
-    if earlier > 0:
-        note = f"… {earlier} earlier message{'' if earlier == 1 else 's'} (the history) …"
-        shown["messages"] = head + [note] + messages[-1:]
-    text = redact(json.dumps(shown, indent=2, ensure_ascii=False, default=str))
-    display(
-        {
-            "text/plain": text,
-            "text/markdown": f"**nbchat dry run** (nothing sent)\n\n```json\n{text}\n```",
-            "application/json": json.loads(full),  # the whole body, collapsed
-        },
-        raw=True,
-        metadata={"application/json": {"expanded": False}},
-    )
 
 
 def _headless_approve(shell: Any, calls: list[dict[str, Any]]) -> bool:

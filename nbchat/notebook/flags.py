@@ -293,6 +293,19 @@ FLAGS: tuple[Flag, ...] = (
         kwargs={"action": "store_true"},
     ),
     Flag(
+        ("--compare",),
+        "FIELD=V1,V2,...: run the prompt once per value, at the same time, side by side; "
+        "FIELD is a request parameter (temperature, p, k, max_tokens, seed, ...), model or "
+        "backend. Repeat to form a grid (the product; at most 8 variants). Unset: one reply.",
+        kwargs={"action": "append", "metavar": "FIELD=V1,V2"},
+    ),
+    Flag(
+        ("--keep",),
+        "With --compare: the variant (1-based) that becomes the turn's reply; the others stay "
+        "in turn.alternatives. Unset: 1 (live views have a Keep this button per column).",
+        kwargs={"type": int, "metavar": "N"},
+    ),
+    Flag(
         ("--no-interpolate",),
         "Send @{...} literally. Unset: NbChat.interpolate (on).",
         kwargs={"action": "store_true"},
