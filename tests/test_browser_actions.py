@@ -1,4 +1,5 @@
 """Real browser (JupyterLab 4 and Notebook 7): "Insert below" on a code block of the live view
+and Continue / Regenerate buttons, the panel prompt keys (Enter sends, Shift+Enter a new line).
 and ``%%chat --code`` create a new code cell below the chat cell holding exactly the code,
 through the prebuilt nbchat extension (nbchat/labextension) on the Jupyter path."""
 
@@ -155,6 +156,67 @@ def test_continue_and_regenerate_buttons(server, browser, front_end) -> None:  #
         assert len(chats) == 3
         assert chats[1].json["messages"][-1]["role"] == "user"  # "continue ..."
         assert chats[2].json["messages"] == [{"role": "user", "content": "Give me code."}]
+    finally:
+        for s in _api(base, "/api/sessions"):
+            _api(base, f"/api/sessions/{s['id']}", "DELETE")
+        ctx.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("front_end", ["lab", "notebook7"])
+def test_panel_enter_sends_shift_enter_new_line(server, browser, front_end) -> None:  # noqa: F811
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from playwright.sync_api import expect
+
+    base, root = server
+    srv = V2Server(default=_reply(["Panel ", "PANEL-OK"]))
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                "import nbchat\nfrom nbchat.backends import get_backend\n"
+                f"panel = nbchat.Panel(nbchat.Conversation(), get_backend('v2', base_url={srv.url!r}, "
+                "api_key='k'), model='command-a-03-2025')\npanel"
+            )
+        ]
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    name = f"nbchat_panelkeys_{time.monotonic_ns()}.ipynb"
+    nbformat.write(nb, str(root / name))
+    url = f"{base}/lab/tree/{name}?token={TOKEN}&reset"
+    if front_end == "notebook7":
+        url = f"{base}/notebooks/{name}?token={TOKEN}"
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = ctx.new_page()
+    try:
+        page.goto(url)
+        _wait_open(page, name, kernel=True)
+        page.evaluate(RUN_CELL, 0)
+        box = page.locator(".nbchat-panel textarea.nbchat-prompt-input")
+        expect(box).to_be_visible(timeout=30_000)
+        box.click()
+        box.type("first line")
+        box.press("Shift+Enter")  # a new line, nothing sent
+        box.type("second")
+        page.wait_for_timeout(300)
+        assert [r for r in srv.requests if r.path == "/v2/chat"] == []
+        box.press("Enter")
+        turns = page.locator(".nbchat-panel .nbchat-panel-transcript .nbchat-turn")
+        expect(turns).to_have_count(1, timeout=30_000)
+        expect(turns.nth(0)).to_have_attribute("data-status", "done", timeout=30_000)
+        chats = [r for r in srv.requests if r.path == "/v2/chat"]
+        assert chats[0].json["messages"][-1] == {"role": "user", "content": "first line\nsecond"}
+        box.click()
+        box.type("again")
+        box.press("Control+Enter")  # sends too (and never runs the notebook cell)
+        expect(turns).to_have_count(2, timeout=30_000)
+        expect(turns.nth(1)).to_have_attribute("data-status", "done", timeout=30_000)
+        assert len(_sources(page)) == 1
+        assert page.locator(".nbchat-panel").count() == 1  # the cell was not re-run
     finally:
         for s in _api(base, "/api/sessions"):
             _api(base, f"/api/sessions/{s['id']}", "DELETE")

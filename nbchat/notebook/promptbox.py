@@ -18,6 +18,7 @@ export default {
     const ta = document.createElement("textarea");
     ta.className = "nbchat-prompt-input";
     ta.rows = 3;
+    ta.dataset.lmSuppressShortcuts = "true"; // no JupyterLab shortcut (Shift+Enter: run cell)
     ta.placeholder = model.get("placeholder");
     ta.value = model.get("value");
     ta.addEventListener("input", () => { model.set("value", ta.value); model.save_changes(); });
@@ -32,7 +33,12 @@ export default {
       }
       if (ta.value.trim()) model.send({ type: "send", text: ta.value });
     });
-    const sync = () => { if (ta.value !== model.get("value")) ta.value = model.get("value"); };
+    // while typing, a late echo of an older value must not overwrite the box (text was lost);
+    // the panel clearing it after a send ("") always applies
+    const sync = () => {
+      const v = model.get("value");
+      if (ta.value !== v && (v === "" || document.activeElement !== ta)) ta.value = v;
+    };
     model.on("change:value", sync);
     el.append(ta);
     return () => model.off("change:value", sync);
