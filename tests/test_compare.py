@@ -289,3 +289,31 @@ def _widgets() -> list[Any]:
     from ipywidgets.widgets.widget import _instances
 
     return list(_instances.values())
+
+
+def test_panel_compare_sends_current_settings_next_to_the_previous_send(server):
+    from nbchat import Conversation
+    from nbchat.backends import get_backend
+    from nbchat.notebook.panel import Panel
+
+    backend = get_backend("v2", base_url=server.url, api_key="k")
+    panel = Panel(Conversation(), backend, model="command-a-03-2025")
+    assert panel.compare("q") is None and "send once first" in panel.status.value
+    panel.sliders["temperature"].value = 0.2
+    server.by_temp = {0.2: reply("first")}
+    panel.send("one")
+    panel.conversation.wait(10)
+    assert panel.compare("q") is None and "Same settings" in panel.status.value
+    assert len(server.requests) == 1
+    panel.sliders["temperature"].value = 0.9
+    server.by_temp = {0.2: reply("cold"), 0.9: reply("hot")}
+    view = panel.compare("two")
+    assert view is not None and view in panel.transcript.children
+    assert view.labels == ["temperature=0.2", "temperature=0.9"]
+    panel.conversation.wait(10)
+    assert sorted(r.json["temperature"] for r in server.requests[1:]) == [0.2, 0.9]
+    turn = panel.conversation.last
+    assert turn.text == "cold" and [t.text for t in turn.comparison.turns] == ["cold", "hot"]
+    view.keep_buttons[1].click()
+    assert panel.conversation.messages[-1]["content"][0]["text"] == "hot"
+    assert "2 turns" in panel.footer.value

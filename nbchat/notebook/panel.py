@@ -125,6 +125,13 @@ class Panel(SavedPanelDisplay, w.VBox):
         self.prompt.add_class("nbchat-panel-prompt")
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.send_button.add_class("nbchat-panel-send")
+        self.compare_button = w.Button(
+            description="Compare",
+            icon="columns",
+            tooltip="Send with these settings next to the previous send's, side by side",
+        )
+        self.compare_button.add_class("nbchat-panel-compare")
+        self.compare_views: list[Any] = []
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.stop_button.add_class("nbchat-panel-stop")
         self.export_button = w.Button(
@@ -143,6 +150,7 @@ class Panel(SavedPanelDisplay, w.VBox):
 
         self.send_button.on_click(lambda _b: self.send())
         self.stop_button.on_click(lambda _b: self.stop())
+        self.compare_button.on_click(lambda _b: self.compare())
         self.export_button.on_click(lambda _b: self.export())
 
         self._documents = documents
@@ -171,7 +179,9 @@ class Panel(SavedPanelDisplay, w.VBox):
                 row(*self.thinking.widgets),
             ]
         )
-        buttons = row(self.send_button, self.stop_button, self.export_button, self.status)
+        buttons = row(
+            self.send_button, self.compare_button, self.stop_button, self.export_button, self.status
+        )
         super().__init__([params_box, self.transcript, self.prompt, buttons, self.footer], **kwargs)
         self.add_class("nbchat-panel")
 
@@ -366,6 +376,13 @@ class Panel(SavedPanelDisplay, w.VBox):
         self.status.value = ""
         self.stop_button.disabled = False
         return view
+
+    def compare(self, prompt: str | None = None) -> Any:
+        """Compare: the prompt with the current settings next to the previous send's, side by
+        side (see `panelcompare`); returns the CompareView, or None (reason in the status)."""
+        from .panelcompare import compare
+
+        return compare(self, prompt)
 
     def stop(self) -> None:
         """Stop the running turn (its partial reply stays, marked stopped)."""
