@@ -292,7 +292,7 @@ def test_panel_keys_code_and_view_polish_in_jupyterlab(server, browser) -> None:
     cells = [
         "%load_ext nbchat\n%config NbChat.api_key = 'test-key'\n"
         f"%config NbChat.base_url = {chat_srv.url!r}",
-        "%%chat --backend v2\nWhere?",
+        "%%chat --backend v2 -t 0.5\nWhere?",
         f"%config NbChat.base_url = {cut_srv.url!r}",
         "%%chat --backend v2 -n cut\nSay hi.",
         "import nbchat\nfrom nbchat.backends import get_backend\n"
@@ -380,6 +380,29 @@ def test_panel_keys_code_and_view_polish_in_jupyterlab(server, browser) -> None:
         assert code.locator(".nbchat-hl-com").count() >= 1
         box.scroll_into_view_if_needed()
         expect(box).to_be_in_viewport()
+        # dark theme: parameter chips and the panel footer stay readable
+        page.evaluate(
+            "() => window.jupyterapp.commands.execute('apputils:change-theme', "
+            "{theme: 'JupyterLab Dark'})"
+        )
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_timeout(1000)
+        looks = page.evaluate(
+            """() => {
+              const rgb = (c) => (c.match(/[\\d.]+/g) || []).slice(0, 3).map(Number);
+              const lum = ([r, g, b]) => {
+                const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+              };
+              const contrast = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+              const chip = document.querySelector('.nbchat-chip');
+              const foot = document.querySelector('.nbchat-panel-usage');
+              const cs = getComputedStyle(chip);
+              return {chip: contrast(rgb(cs.color), rgb(cs.backgroundColor)),
+                      footPx: parseFloat(getComputedStyle(foot.querySelector('small') || foot).fontSize)};
+            }"""
+        )
+        assert looks["chip"] >= 4.5 and looks["footPx"] >= 12, looks
         ARTIFACTS = HERE.parent / "test-artifacts"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-panel-polish.png"))
