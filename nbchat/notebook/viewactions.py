@@ -45,8 +45,8 @@ class ViewActions:
 
         view = self.view
         if self.turn is None or self.conv.last is not self.turn or view._running:
-            with view._lock:
-                view._st.set_meta(actions=[], note=f"{kind}: only the last finished turn")
+            with view._lock:  # not the last finished turn (any more): the buttons go
+                view._st.set_meta(actions=[])
             view._flush()
             return
         parent = view._parent
@@ -59,7 +59,7 @@ class ViewActions:
             view._t_stop = None
             view._st.error = None
             view._st.t_first = None  # time to first token of this run
-            view._st.set_meta(status="waiting", actions=[], error=None, note=None)
+            view._st.set_meta(status="waiting", actions=[], error=None)
         if kind == "regenerate":
             view._send_patch({"type": "snap", "state": view.snapshot()})
         inner = view.listener()
