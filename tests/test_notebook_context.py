@@ -178,3 +178,40 @@ def test_first_code_block():
     assert first_code_block("no code") is None
     assert first_code_block("a\n~~~py\nq = 1\n\nr = 2\n~~~\n") == "q = 1\n\nr = 2"
     assert first_code_block("````\n```inner```\n````") == "```inner```"
+
+
+def test_chat_fix_in_a_real_kernel(server):
+    """A real ipykernel (jupyter_client): a cell raises ZeroDivisionError, the next runs %chat
+    fix headless (allow_stdin false, as nbclient): the request holds that cell's source (as
+    Cell In[n]), the exception type and message, and no secret."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+    from test_magics import execute
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CO_API_KEY", "COHERE_API_KEY")}
+    env["CO_API_KEY"] = CANARY
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        setup = (
+            "%load_ext nbchat\n%config NbChat.backend = 'v2'\n"
+            f"%config NbChat.base_url = '{server.url}'\n%config NbChat.model = 'command-a-03-2025'"
+        )
+        assert execute(kc, setup)["reply"]["status"] == "ok"
+        failing = execute(kc, f'token = "{SECRET}"\ntotal = 0\nmean = 10 / total')
+        assert (
+            failing["reply"]["status"] == "error"
+            and failing["reply"]["ename"] == "ZeroDivisionError"
+        )
+        n = failing["reply"]["execution_count"]
+        server.push(reply("```python\nmean = 10 / max(total, 1)\n```"))
+        fixed = execute(kc, "%chat fix")
+        assert fixed["reply"]["status"] == "ok", fixed["reply"]
+        body = server.requests[-1].json
+        text = body["messages"][-1]["content"]
+        assert "mean = 10 / total" in text and f"The cell [{n}]:" in text
+        assert "ZeroDivisionError: division by zero" in text and f"Cell In[{n}], line 3" in text
+        assert SECRET not in str(body) and CANARY not in str(body)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
