@@ -1,5 +1,6 @@
 """Real browser (JupyterLab 4): ``%%chat --compare`` streams two columns at once (both grow
-before either finishes) and **Keep this** makes the clicked column the turn's reply."""
+before either finishes), **Keep this** makes the clicked column the turn's reply, and the saved
+notebook shows the comparison without a kernel (the nbchat extension's document)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,23 @@ def test_compare_columns_stream_at_once_and_keep(server, browser) -> None:  # no
             0.2,
             0.9,
         ]
+        # saved notebook, kernel gone: the extension draws the comparison from its document
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        deadline = time.monotonic() + 20
+        while "(kept)" not in (root / name).read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Variant 2: temperature=0.9 (kept)" in (root / name).read_text()
+        for s in _api(base, "/api/sessions"):
+            if s.get("path", "").endswith(name):
+                _api(base, f"/api/sessions/{s['id']}", "DELETE")
+        page.reload()
+        _wait_open(page, name, kernel=False)
+        saved = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".nbchat-saved-panel")
+        expect(saved).to_contain_text("COLD39", timeout=30_000)
+        expect(saved).to_contain_text("HOT39")
+        expect(saved).to_contain_text("temperature=0.9 (kept)")
+        page.wait_for_timeout(3_000)
+        assert "Error displaying widget" not in page.evaluate("() => document.body.innerText")
     finally:
         for s in _api(base, "/api/sessions"):
             _api(base, f"/api/sessions/{s['id']}", "DELETE")
