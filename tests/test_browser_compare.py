@@ -78,6 +78,14 @@ def test_compare_columns_stream_at_once_and_keep(server, browser) -> None:  # no
         expect(turns.nth(1).locator(".nbchat-body")).to_contain_text("HOT39")
         box0, box1 = cols.nth(0).bounding_box(), cols.nth(1).bounding_box()
         assert box0 and box1 and box1["x"] > box0["x"] + 100  # side by side in a wide cell
+        page.set_viewport_size({"width": 560, "height": 1400})  # a narrow cell: stacked
+        page.wait_for_function(
+            """() => { const c = [...document.querySelectorAll('.nbchat-compare-col')];
+              return c.length === 2 && c[1].getBoundingClientRect().top
+                > c[0].getBoundingClientRect().bottom - 1; }""",
+            timeout=10_000,
+        )
+        page.set_viewport_size({"width": 1280, "height": 1400})
         keep = page.locator("button.nbchat-keep")
         expect(keep.nth(0)).to_have_text("✓ Kept")
         expect(keep.nth(1)).to_be_enabled(timeout=10_000)

@@ -317,3 +317,19 @@ def test_panel_compare_sends_current_settings_next_to_the_previous_send(server):
     view.keep_buttons[1].click()
     assert panel.conversation.messages[-1]["content"][0]["text"] == "hot"
     assert "2 turns" in panel.footer.value
+
+
+def test_compare_on_the_embedded_engine(ip):
+    """The embedded model gets both variants' requests at once (both sent before either is
+    done); each variant is a complete reply with its own stats."""
+    res, cap = run(
+        ip, "%%chat --backend local -m smollm2-135m --max-tokens 6 --compare temperature=0,1\nHi."
+    )
+    res.raise_error()
+    comp = ip.user_ns["chat"].last.comparison
+    a, b = comp.turns
+    assert all(t.status == "complete" and t.text for t in comp.turns)
+    assert b.timings["started_at"] < a.timings["started_at"] + a.timings["total"]
+    df = comp.to_dataframe()
+    assert list(df["temperature"]) == [0.0, 1.0] and (df["tokens"] > 0).all()
+    assert "Variant 2: temperature=1.0" in cap.outputs[-1].data["text/plain"]
