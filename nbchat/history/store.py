@@ -91,6 +91,9 @@ class Store:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._thread_lock = threading.Lock()
+        # turns queued and not yet committed (queue + the writer's batch in hand): a turn is
+        # written directly only when this is 0, so a conversation's turns keep their order
+        self._pending = 0
         self._conn: sqlite3.Connection | None = None
         self._broken = False
         self._written = 0
@@ -122,7 +125,7 @@ class Store:
         }
         # Nothing queued before it: write it here, now (waiting briefly for another thread of
         # this process that is writing; the writer thread may be waiting on a busy store).
-        if self._queue.empty() and self._lock.acquire(timeout=LOCK_WAIT_S):
+        if self._pending == 0 and self._lock.acquire(timeout=LOCK_WAIT_S):
             try:
                 if self._write_now(item):
                     return True
@@ -130,6 +133,8 @@ class Store:
                 self._lock.release()
             if self._broken:
                 return False
+        with self._thread_lock:
+            self._pending += 1
         self._enqueue(item)
         return True
 
@@ -214,6 +219,8 @@ class Store:
                             self._written += len(items)
                 except Exception as exc:  # never let the history break anything
                     self._fail(exc)
+            with self._thread_lock:
+                self._pending -= len(items)
             for x in batch:
                 if isinstance(x, threading.Event):
                     x.set()
