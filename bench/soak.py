@@ -8,7 +8,7 @@ recorded exactly once (complete, its messages in `.messages` once, in order).
 
 Reported: thread count and RSS (MB) before/after each phase, RSS growth per 100 turns after
 a warm-up, turn latency percentiles. ``python bench/soak.py`` (defaults: 200 turns, 4 x 25);
-``--json out.json`` writes the numbers. tests/test_soak.py runs a short variant.
+``--json out.json`` writes the numbers. tests/e2e/test_soak.py runs a short variant.
 """
 
 from __future__ import annotations

@@ -64,3 +64,14 @@ def echo_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ["PYTHONPATH"] = old_path
         registry.unregister_backend("echo")
         registry.rescan_entry_points()
+
+
+# Test modules are grouped by layer (protocol/, backends/, core/, notebook/, server/, e2e/) and
+# some import helpers from one another (a scripted server, a browser fixture): every layer folder
+# is importable by module name, wherever pytest starts.
+import sys as _sys  # noqa: E402
+
+for _layer in ("protocol", "backends", "core", "notebook", "server", "e2e"):
+    _path = str(Path(__file__).resolve().parent / _layer)
+    if _path not in _sys.path:
+        _sys.path.insert(0, _path)

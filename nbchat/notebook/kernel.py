@@ -8,7 +8,7 @@
   --execute, papermill) sends false. No kernel (terminal IPython) is not live.
 * `set_thread_parent` / `publish`: route a worker thread's output to the cell that started the
   turn (ipykernel 6 keeps one global parent, 7 one per thread with a fall-back to the latest
-  cell; tests/test_kernel_versions.py runs both).
+  cell; tests/notebook/test_kernel_versions.py runs both).
 
 Only public ipykernel APIs are used: ``kernel.get_parent``, ``shell.set_thread_parent`` /
 ``set_parent``, ``kernel.session.send``.
@@ -100,7 +100,7 @@ def publish(parent: Any, msg_type: str, content: dict[str, Any], ident: Any) -> 
     Why not the usual path: ipykernel picks the parent itself. Comm messages use the kernel's
     shell parent (6: one global; 7: a context variable that other threads resolve to the
     *latest* cell) and display uses the shell's (6: global), so from the worker both name
-    whichever cell runs now (tests/test_kernel_versions.py). False without a kernel: the
+    whichever cell runs now (tests/notebook/test_kernel_versions.py). False without a kernel: the
     caller then sends the usual way.
     """
     if not isinstance(parent, dict) or not parent.get("header"):

@@ -2,7 +2,7 @@
 
     python cohere_clients.py {langchain|litellm} BASE_URL MODEL [--force-tools]
 
-Runs inside the clients' own virtualenv (see tests/test_clients.py), so it imports nothing from
+Runs inside the clients' own virtualenv (see tests/server/test_clients.py), so it imports nothing from
 nbchat. Each case records what the client returned (or the error it raised); the test asserts.
 --force-tools asks for a tool call explicitly (tool_choice REQUIRED), for engines whose server
 does not decide to call tools by itself.
