@@ -333,3 +333,24 @@ def test_compare_on_the_embedded_engine(ip):
     df = comp.to_dataframe()
     assert list(df["temperature"]) == [0.0, 1.0] and (df["tokens"] > 0).all()
     assert "Variant 2: temperature=1.0" in cap.outputs[-1].data["text/plain"]
+
+
+def test_live_stop_all_stops_every_column(ip, server):
+    slow = [f"w{i} " for i in range(40)]
+    server.by_temp = {0.2: reply(*slow, delay=0.05), 0.9: reply(*slow, delay=0.05)}
+    ip.run_line_magic("config", "NbChat.live = 'always'")
+    with capture_output():
+        ip.run_cell("%%chat --compare temperature=0.2,0.9\nq").raise_error()
+    conv = ip.user_ns["chat"]
+    h = conv.running_handles()[0]
+    from nbchat.notebook.compareview import CompareView
+
+    view = [w for w in _widgets() if isinstance(w, CompareView)][-1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(t.text for t in h.comparison.turns):
+        time.sleep(0.02)
+    view.stop_all.click()
+    conv.wait(10)
+    assert [t.status for t in h.comparison.turns] == ["cancelled", "cancelled"]
+    assert all(0 < len(t.text) < len("".join(slow)) for t in h.comparison.turns)  # partial kept
+    assert conv.last.cancelled and conv.messages == []
