@@ -17,6 +17,7 @@ from .compose import Composed, round_request
 from .errors import APIError, Cancelled, NbChatError, redact
 from .listener import Listener, TurnHost
 from .protocol.messages import add_usage, output_tokens
+from .toolround import DENIED, answer_calls
 from .turn import Turn
 
 __all__ = ["TurnHandle", "CANCEL_GRACE", "DENIED"]
@@ -24,7 +25,6 @@ __all__ = ["TurnHandle", "CANCEL_GRACE", "DENIED"]
 log = logging.getLogger("nbchat")
 
 CANCEL_GRACE = 0.05  # s the canceller waits for the worker before finalising the turn itself
-DENIED = "The user denied this tool call; it was not run."
 _TOKEN_EVENTS = frozenset(
     ("content-delta", "tool-plan-delta", "tool-call-start", "tool-call-delta")
 )
@@ -304,34 +304,12 @@ class TurnHandle:
         return acc
 
     def _run_tools(self, calls: list[dict[str, Any]]) -> None:
-        """Answer every call: an invalid one (checked against its tool's signature first)
-        gets the error without being offered for approval; valid ones run if approved.
-        Listeners get the call with an ``outcome``: "invalid", "denied", "error" (the tool
-        raised, or returned only an error) or "ran"."""
-        from .tools import error_result, is_error_result, run_tool_call, validate_call
-
+        """Answer every call (see `toolround.answer_calls`: invalid ones get the error, valid
+        ones run if approved), stopping between calls on cancel. Listeners get each call with
+        its ``outcome``: "invalid", "denied", "error" or "ran"."""
         self._notify("on_tool_calls", copy.deepcopy(calls))
-        problems = [validate_call(call, self.functions) for call in calls]
-        valid = [c for c, p in zip(calls, problems, strict=True) if p is None]
-        decision: Any = True
-        if self.approve is not None and valid:
-            decision = self.approve(copy.deepcopy(valid))  # may block on an Approve/Deny click
-        if isinstance(decision, (list, tuple)):
-            allowed = [bool(d) for d in decision] + [False] * (len(valid) - len(decision))
-        else:
-            allowed = [bool(decision)] * len(valid)
-        verdict = iter(allowed)
-        for call, problem in zip(calls, problems, strict=True):
-            if self.cancel_signal.is_set():
-                return
-            call_id = call.get("id") or ""
-            if problem is not None:
-                outcome, result = "invalid", error_result(call_id, problem)
-            elif next(verdict, False):
-                result = run_tool_call(call, self.functions)
-                outcome = "error" if is_error_result(result) else "ran"
-            else:
-                outcome, result = "denied", error_result(call_id, DENIED)
+        stopped = self.cancel_signal.is_set
+        for call, outcome, result in answer_calls(calls, self.functions, self.approve, stopped):
             with self._lock:
                 if self._finalized:
                     raise _Abort

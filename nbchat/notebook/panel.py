@@ -6,7 +6,6 @@ turns sent from either place share one history. Ranges and defaults are Cohere's
 
 from __future__ import annotations
 
-import datetime
 import threading
 from typing import Any
 
@@ -24,6 +23,7 @@ from .controls import (
     safety_dropdown,
     sliders,
 )
+from .panelbackend import GIVEN, PanelBackends
 from .promptbox import PromptBox
 from .render import shown_params
 from .saved import SavedPanelDisplay, doc_from_turn
@@ -31,14 +31,8 @@ from .view import TurnView
 
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
 
-GIVEN = "given"  # dropdown value for the Backend instance the panel was created with
 
-
-def _kind(label: str) -> str:
-    return label.split(" · ", 1)[0]
-
-
-class Panel(SavedPanelDisplay, w.VBox):
+class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
     """Parameter panel + prompt box + transcript for one Conversation.
 
     ``Panel(conversation=None, backend=None)``: `conversation` defaults to a new
@@ -213,56 +207,6 @@ class Panel(SavedPanelDisplay, w.VBox):
         note = f"{SAFETY_MODE_CONFLICT}: not sent."
         self.safety_note.value = f"<small><i>{_esc(note)}</i></small>" if blocked else ""
 
-    # -- backend / model -------------------------------------------------------------------------
-    def _default_model(self, bname: str) -> str:
-        from ..backends import default_model
-
-        if bname == GIVEN:
-            bname = _kind(self._given_label)
-        try:
-            return default_model(bname)
-        except Exception:
-            return ""
-
-    def _model_options(self, bname: str) -> list[str]:
-        default = self._default_model(bname)
-        return [default] if default else []
-
-    def _on_backend(self, change: dict[str, Any]) -> None:
-        self.model.options = self._model_options(change["new"])
-        self.model.value = self._default_model(change["new"])
-        self._backend_obj = self._given if change["new"] == GIVEN else None
-        self.thinking.update(self._capability_backend(change["new"]))
-
-    def _capability_backend(self, bname: str) -> Any:
-        """What `capabilities` needs: the given Backend, or the resolved backend name."""
-        from ..backends import resolve_name
-
-        if bname == GIVEN:
-            return self._given
-        try:
-            return resolve_name(bname)
-        except Exception:
-            return bname
-
-    def _get_backend(self) -> Any:
-        if self._backend_obj is not None:
-            return self._backend_obj
-        name = self.backend.value
-        if name not in self._backends:  # one instance per name: the local model loads once
-            conv_backend = self.conversation.backend
-            if (
-                conv_backend is not None
-                and not isinstance(conv_backend, str)
-                and getattr(conv_backend, "name", None) == name
-            ):
-                self._backends[name] = conv_backend
-            else:
-                from ..backends import get_backend
-
-                self._backends[name] = get_backend(name)
-        return self._backends[name]
-
     def _apply_defaults(self, defaults: dict[str, Any], model_given: bool) -> None:
         """Start the controls at `defaults` (NbChat.defaults: v2 field -> value); fields with
         no control are kept in `.defaults` and sent with every turn."""
@@ -397,32 +341,10 @@ class Panel(SavedPanelDisplay, w.VBox):
 
     def export(self, path: str | None = None) -> Any:
         """`conversation.to_dataframe()`, kept in `panel.dataframe`, saved as CSV (JSON-valued
-        columns, integer counts), with a download link in the panel."""
-        import base64
-        import os
-        import pathlib
+        columns, integer counts), with a download link in the panel (see `panelexport`)."""
+        from .panelexport import export
 
-        df = self.conversation.to_dataframe()
-        self.dataframe = df
-        if path is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = f"nbchat-export-{stamp}.csv"
-        df.to_csv(path, index=False)
-        self.export_path = full = os.path.abspath(path)
-        data = pathlib.Path(full).read_bytes()
-        name = os.path.basename(full)
-        link = ""
-        if len(data) <= 5_000_000:  # a data: link downloads it from the browser, no server path
-            b64 = base64.b64encode(data).decode()
-            link = (
-                f' <a href="data:text/csv;base64,{b64}" download="{_esc(name)}" '
-                f'class="nbchat-export-link">download {_esc(name)}</a>'
-            )
-        self.status.value = (
-            f"<small>Exported {len(df)} rows to {_esc(full)}{link} "
-            "(also in <code>panel.dataframe</code>)</small>"
-        )
-        return df
+        return export(self, path)
 
     def _turn_done(self, handle_turn: Any) -> None:
         with self._lock:

@@ -5,9 +5,10 @@ Layers, bottom to top (a module may import its own layer and any lower one):
 
 0. ``protocol`` (pure: the wire format)
 1. ``backends`` (where events come from)
-2. the core: ``compose``, ``context``, ``conversation``, ``turn``, ``runner``, ``tools`` (+ ``toolargs``,
-   ``docstrings``), ``turnhandle``, ``listener``, ``export``, ``transcript``, ``history``, images (``images``,
-   ``imageconvert``, ``imageformat``: content blocks from files)
+2. the core: ``compose``, ``context``, ``conversation`` (+ ``conversation_io``), ``turn``, ``runner``,
+   ``tools`` (+ ``toolargs``, ``docstrings``), ``turnhandle`` (+ ``toolround``), ``listener``,
+   ``export``, ``transcript``, ``history``, images (``images``, ``imageconvert``, ``imageformat``:
+   content blocks from files)
 3. the front ends: ``notebook``, ``server``, ``cli``, ``__main__`` and the package itself
    (``nbchat/__init__.py``, the lazy public API)
 
@@ -28,9 +29,11 @@ LAYERS: list[tuple[str, ...]] = [
         "nbchat.compose",
         "nbchat.context",
         "nbchat.conversation",
+        "nbchat.conversation_io",
         "nbchat.turn",
         "nbchat.runner",
         "nbchat.turnhandle",
+        "nbchat.toolround",
         "nbchat.listener",
         "nbchat.tools",
         "nbchat.toolargs",
@@ -186,5 +189,5 @@ def test_no_import_cycle() -> None:
 def test_the_checker_sees_lazy_imports_and_cycles() -> None:
     g = graph()
     assert "nbchat.runner" in g["nbchat.conversation"]  # a function-level import
-    assert "nbchat.export" in g["nbchat.conversation"]  # `from . import export`
+    assert "nbchat.export" in g["nbchat.conversation_io"]  # `from . import export`
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
