@@ -318,6 +318,17 @@ class Conversation(ConversationIO):
 
         return regenerate_turn(self, backend, wait=wait, **kwargs)
 
+    def edit(
+        self, index: int, prompt: Any, backend: Any = None, wait: bool = True, **kwargs: Any
+    ) -> Turn:
+        """Edit and resend: turn `index`'s prompt replaced by `prompt` and sent with only the
+        history before it; that turn and the later ones leave the conversation and are kept on
+        the new turn (``alternatives`` / ``dropped``). Request fields as in `send`; see
+        `nbchat.resend`."""
+        from .resend import edit_turn
+
+        return edit_turn(self, index, prompt, backend, wait=wait, **kwargs)
+
     # -- copies / reset ------------------------------------------------------------------------
     def fork(self, at: int | None = None) -> Conversation:
         """An independent deep copy (optionally only the first `at` turns). Running turns are

@@ -30,7 +30,8 @@ class Turn:
     ``complete``, ``cancelled``, ``error``), ``error`` (redacted text), ``cell``
     (``{"execution_count", "cell_id"}`` when known), ``backend`` (its name) and
     ``alternatives`` (the earlier replies `Conversation.regenerate` replaced, as Turns; for a
-    compared turn, the variants not kept) and ``comparison`` (a `compared.Comparison` of
+    compared turn, the variants not kept), ``dropped`` (the later turns an edit of this turn's
+    prompt took out of the conversation, see `nbchat.resend`) and ``comparison`` (a `compared.Comparison` of
     every variant of a ``--compare`` turn, else None).
 
     A cancelled or failed turn keeps its partial output (``cancelled`` is True, or
@@ -55,6 +56,7 @@ class Turn:
         "cell",
         "backend",
         "alternatives",
+        "dropped",
         "omitted",
         "comparison",
         "exception",
@@ -97,6 +99,8 @@ class Turn:
         self.backend = backend
         # earlier replies this turn replaced (Conversation.regenerate), oldest first
         self.alternatives: list[Turn] = []
+        # the turns after this one that an edit-and-resend took out of the request, in order
+        self.dropped: list[Turn] = []
         self.omitted = int(omitted or 0)  # earlier turns left out of the request (context.py)
         self.comparison: Any = None  # a compared.Comparison when the turn compared variants
         self.exception: BaseException | None = None  # the error object (not serialised)
@@ -215,6 +219,8 @@ class Turn:
                 d["output"] = self.output + [self._live.message]
             if self.alternatives:
                 d["alternatives"] = [a.to_dict() for a in self.alternatives]
+            if self.dropped:
+                d["dropped"] = [t.to_dict() for t in self.dropped]
             if self.comparison is not None:
                 d["comparison"] = self.comparison.to_dict()
             return copy.deepcopy(d)
@@ -247,6 +253,7 @@ class Turn:
             omitted=d.get("omitted") or 0,
         )
         turn.alternatives = [cls.from_dict(a) for a in d.get("alternatives") or []]
+        turn.dropped = [cls.from_dict(t) for t in d.get("dropped") or []]
         if d.get("comparison"):
             from .compared import Comparison
 

@@ -19,11 +19,12 @@ from .controls import (
     ThinkingControls,
     backend_label,
     int_box,
-    int_value,
     safety_dropdown,
     sliders,
 )
 from .panelbackend import GIVEN, PanelBackends
+from .paneledit import EditControls
+from .panelparams import PanelParams
 from .promptbox import PromptBox
 from .render import shown_params
 from .saved import SavedPanelDisplay, doc_from_turn
@@ -32,7 +33,7 @@ from .view import TurnView
 __all__ = ["Panel", "RANGES", "SAFETY_MODES"]
 
 
-class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
+class Panel(PanelParams, PanelBackends, SavedPanelDisplay, w.VBox):
     """Parameter panel + prompt box + transcript for one Conversation.
 
     ``Panel(conversation=None, backend=None)``: `conversation` defaults to a new
@@ -157,6 +158,8 @@ class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
         self._earlier = list(self.conversation.turns)
         for turn in self._earlier:  # earlier turns: static, cheap
             self.transcript.children += (self._static(turn),)
+        self.editing: int | None = None  # the turn Send resends (see `paneledit`)
+        self.edit_controls = EditControls(self)
         self._update_footer()
 
         def row(*children: w.Widget) -> w.HBox:
@@ -174,7 +177,12 @@ class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
             ]
         )
         buttons = row(
-            self.send_button, self.compare_button, self.stop_button, self.export_button, self.status
+            self.send_button,
+            self.compare_button,
+            self.stop_button,
+            self.export_button,
+            *self.edit_controls.widgets,
+            self.status,
         )
         super().__init__([params_box, self.transcript, self.prompt, buttons, self.footer], **kwargs)
         self.add_class("nbchat-panel")
@@ -207,74 +215,25 @@ class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
         note = f"{SAFETY_MODE_CONFLICT}: not sent."
         self.safety_note.value = f"<small><i>{_esc(note)}</i></small>" if blocked else ""
 
-    def _apply_defaults(self, defaults: dict[str, Any], model_given: bool) -> None:
-        """Start the controls at `defaults` (NbChat.defaults: v2 field -> value); fields with
-        no control are kept in `.defaults` and sent with every turn."""
-        for key, value in defaults.items():
-            if key in self.sliders:
-                self.sliders[key].value = value
-            elif key in ("max_tokens", "seed"):
-                getattr(self, key).value = "" if value is None else str(value)
-            elif key == "safety_mode" and value in SAFETY_MODES:
-                self.safety_mode.value = value
-            elif key == "model":
-                if not model_given and value:
-                    self.model.value = str(value)
-            else:
-                self.defaults[key] = value
-
     # -- actions ---------------------------------------------------------------------------------
-    def request_params(self) -> dict[str, Any]:
-        """The v2 parameters Send will use: `.defaults`, the conversation's, then the controls."""
-        params: dict[str, Any] = {**self.defaults, **self.conversation.params}
-        for name, slider in self.sliders.items():
-            value = slider.value
-            params[name] = value if isinstance(value, int) else round(float(value), 4)
-        if self.model.value:
-            params["model"] = self.model.value
-        max_tokens = self.max_tokens.value.strip()
-        if max_tokens and max_tokens != "0":  # empty (or 0) = the model's default
-            params["max_tokens"] = int_value("max_tokens", max_tokens)
-        seed = self.seed.value.strip()
-        if seed:
-            params["seed"] = int_value("seed", seed)  # the error names the bad input
-        if self._documents:
-            params["documents"] = list(self._documents)
-        if self._tools:
-            params["tools"] = list(self._tools)
-        if not self.safety_mode.disabled:
-            params["safety_mode"] = self.safety_mode.value
-        else:
-            params.pop("safety_mode", None)
-        thinking = self.thinking.value()
-        if thinking is not None:
-            params["thinking"] = thinking
-        return params
-
-    def _prepare(self) -> tuple[dict[str, Any], Any, list[Any]]:
-        """(params, backend, Python tool functions) for the next turn; raises on bad input."""
-        params = self.request_params()
-        backend = self._get_backend()
-        functions = [t for t in params.pop("tools", []) if callable(t)]
-        tool_dicts = [t for t in (self._tools or []) if not callable(t)]
-        if tool_dicts:
-            params["tools"] = tool_dicts
-        return params, backend, functions
-
-    def request(self, prompt: str | None = None) -> dict[str, Any]:
-        """The exact body Send would send now for `prompt` (default: the prompt box), composed
-        and validated as the runner does; raises `ValidationError` like Send refuses."""
-        from ..compose import build_request
-
-        text = (prompt if prompt is not None else self.prompt.value).strip()
-        params, backend, functions = self._prepare()
-        composed = build_request(self.conversation, text, params, backend=backend, tools=functions)
-        return dict(composed.request)
-
     def send(self, prompt: str | None = None) -> TurnView | None:
-        """Send the prompt box (or `prompt`) as a new turn; returns its live view."""
+        """Send the prompt box (or `prompt`) as a new turn; returns its live view. In edit
+        mode (the Edit button), the prompt box resends the edited turn (see `resend`)."""
+        if self.editing is not None and prompt is None:
+            return self.resend(self.editing)
+        return self._launch(prompt, None)
+
+    def resend(self, index: int, prompt: str | None = None) -> TurnView | None:
+        """Edit and resend turn `index` with `prompt` (default: the prompt box): the request
+        holds the history before it and the edited prompt; that turn and the later ones leave
+        the conversation and the transcript (kept on the new turn: ``alternatives`` and
+        ``dropped``). Returns the live view, or None (reason in the status)."""
+        return self._launch(prompt, index)
+
+    def _launch(self, prompt: str | None, index: int | None) -> TurnView | None:
         from .. import runner
         from ..errors import redact
+        from ..resend import start_edit
 
         text = (prompt if prompt is not None else self.prompt.value).strip()
         if not text:
@@ -291,16 +250,16 @@ class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
             title=self.model.value or None,
         )
         listener = _PanelListener(self, view)
+        extra = {"tools": functions or None, "approve": view.approve if functions else None}
         try:
-            handle = runner.start_turn(
-                self.conversation,
-                backend,
-                text,
-                params,
-                listener=listener,
-                tools=functions or None,
-                approve=view.approve if functions else None,
-            )
+            if index is None:
+                handle = runner.start_turn(
+                    self.conversation, backend, text, params, listener=listener, **extra
+                )
+            else:  # params are the panel's (the conversation's included), as for Send
+                handle = start_edit(
+                    self.conversation, index, text, backend, listener=listener, **extra, **params
+                )
         except Exception as exc:  # ValidationError: nothing was sent, conversation unchanged
             self.status.value = _error_html(redact(str(exc)))
             view.close()
@@ -314,7 +273,13 @@ class Panel(PanelBackends, SavedPanelDisplay, w.VBox):
         with self._lock:
             self._handle = handle
             self.views.append(view)
-        self.transcript.children += (view,)
+        if index is None:
+            self.transcript.children += (view,)
+        else:  # the turns before the edited one, then the resent turn
+            kept = self.conversation.turns[:-1]
+            self.transcript.children = (*(self._static(t) for t in kept), view)
+            self.edit_controls.end()
+        self.edit_controls.refresh()
         if prompt is None:
             self.prompt.value = ""
         self.status.value = ""

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "nbchat.docstrings",
         "nbchat.export",
         "nbchat.followup",
+        "nbchat.resend",
         "nbchat.comparison",
         "nbchat.compared",
         "nbchat.transcript",
