@@ -210,7 +210,8 @@ def build_request(
     if history:
         from .context import fit_history
 
-        history, omitted = fit_history(history, [user], fields, backend=backend, **fit)
+        kept, omitted = fit_history(history, [user], fields, backend=backend, **fit)
+        history = cast("list[Message]", kept)  # a suffix of the same messages
     body = {**fields, "messages": [*history, user], "stream": True}
     request = validate_request(body)
     check = getattr(backend, "check_request", None)

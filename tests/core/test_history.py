@@ -334,7 +334,7 @@ def test_unwritable_store_warns_once_and_turns_go_on(
 CHILD = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {here!r}]
     from test_history import ReplayBackend, fixture_events
     from nbchat import history
     from nbchat.conversation import Conversation
@@ -359,7 +359,10 @@ CHILD = textwrap.dedent(
 
 
 def _child(db: Path, name: str, n: int, block_last: bool = False) -> subprocess.Popen[str]:
-    code = CHILD.format(tests=str(TESTS), db=str(db), name=name, n=n, block_last=block_last)
+    here = str(Path(__file__).resolve().parent)
+    code = CHILD.format(
+        tests=str(TESTS), here=here, db=str(db), name=name, n=n, block_last=block_last
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", code],

@@ -170,8 +170,18 @@ def test_dry_run_shows_exactly_what_chat_sends(
         event(f"refused: {str(err).split(':')[0]}")
         return
     [out] = cap.outputs
-    shown = out.data["application/json"]
-    assert json.loads(out.data["text/plain"]) == shown
+    shown = out.data["application/json"]  # the whole body
+    # the readable copy is the same body with the history before the new message summarised
+    readable = json.loads(out.data["text/plain"])
+    assert {k: v for k, v in readable.items() if k != "messages"} == {
+        k: v for k, v in shown.items() if k != "messages"
+    }
+    assert readable["messages"][-1] == shown["messages"][-1]
+    if len(readable["messages"]) != len(shown["messages"]):
+        assert (
+            isinstance(readable["messages"][-2], str)
+            and "earlier message" in readable["messages"][-2]
+        )
     res, _ = run(ip, f"%%chat {line}\n{prompt}")
     res.raise_error()
     assert len(server.requests) == sent + 1
