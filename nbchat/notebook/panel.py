@@ -22,6 +22,7 @@ from .controls import (
     safety_dropdown,
     sliders,
 )
+from .panelactions import PanelActions
 from .panelbackend import GIVEN, PanelBackends
 from .paneledit import EditControls
 from .panelparams import PanelParams
@@ -249,7 +250,8 @@ class Panel(PanelParams, PanelBackends, SavedPanelDisplay, w.VBox):
             params=shown_params(params, functions, hide_defaults=True),
             title=self.model.value or None,
         )
-        listener = _PanelListener(self, view)
+        actions = view.actions = PanelActions(self, view, backend)  # Continue / Regenerate
+        listener = actions.listener(view.listener())
         extra = {"tools": functions or None, "approve": view.approve if functions else None}
         try:
             if index is None:
@@ -339,30 +341,6 @@ class Panel(PanelParams, PanelBackends, SavedPanelDisplay, w.VBox):
         view.state = doc["state"]
         view.add_class("nbchat-panel-static")
         return view
-
-
-class _PanelListener:
-    """Forward runner callbacks to the view, then refresh the panel's footer."""
-
-    def __init__(self, panel: Panel, view: TurnView) -> None:
-        self.panel = panel
-        self.inner = view.listener()
-
-    def on_start(self) -> None:
-        self.inner.on_start()
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        self.inner.on_event(event)
-
-    def on_tool_calls(self, calls: list[dict[str, Any]]) -> None:
-        self.inner.on_tool_calls(calls)
-
-    def on_tool_result(self, call: dict[str, Any], message: dict[str, Any]) -> None:
-        self.inner.on_tool_result(call, message)
-
-    def on_done(self, turn: Any) -> None:
-        self.inner.on_done(turn)
-        self.panel._turn_done(turn)
 
 
 def _error_html(text: str) -> str:
