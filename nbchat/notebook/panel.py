@@ -286,6 +286,8 @@ class Panel(PanelParams, PanelBackends, SavedPanelDisplay, w.VBox):
             self.prompt.value = ""
         self.status.value = ""
         self.stop_button.disabled = False
+        if handle.done:  # it ended before the button was enabled: _turn_done has run already
+            self.stop_button.disabled = True
         return view
 
     def compare(self, prompt: str | None = None) -> Any:

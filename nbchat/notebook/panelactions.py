@@ -46,5 +46,5 @@ class PanelActions(ViewActions):
         if handles:
             with self.panel._lock:
                 self.panel._handle = handles[-1]
-            self.panel.stop_button.disabled = False
+            self.panel.stop_button.disabled = handles[-1].done  # it may be over already
         self.panel.edit_controls.refresh()

@@ -81,6 +81,7 @@ def test_continue_after_max_tokens_grows_the_same_panel_turn(panel, server):
 
 def test_regenerate_replaces_the_last_panel_turn_and_keeps_the_old_one(panel, server):
     first = send(panel, "one")
+    assert panel.stop_button.disabled  # a fast turn: Stop is not left enabled
     view = send(panel, "two")
     assert offered(view) == ["regenerate"]
     n = len(server.requests)
