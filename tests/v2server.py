@@ -328,6 +328,7 @@ class V2Server:
         self.idle_timeout = idle_timeout
         self.default = default or error_reply(404, "no reply scripted", id="none")
         self._queue: deque[Reply] = deque()
+        self._keyed: list[tuple[bytes, Reply]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._srv = _Server(("127.0.0.1", 0), _Handler)
@@ -344,9 +345,20 @@ class V2Server:
             self._queue.extend(replies)
         return self
 
+    def push_for(self, text: str, reply: Reply) -> V2Server:
+        """Script `reply` for the next request whose body contains `text` (other requests never
+        take it: a late request of a cancelled turn cannot steal the next turn's reply)."""
+        with self._lock:
+            self._keyed.append((text.encode(), reply))
+        return self
+
     def _next(self, rec: Recorded) -> Reply:
         with self._lock:
             self.requests.append(rec)
+            for i, (text, reply) in enumerate(self._keyed):
+                if text in rec.body:
+                    del self._keyed[i]
+                    return reply
             return self._queue.popleft() if self._queue else self.default
 
     @property
