@@ -20,7 +20,7 @@ from typing import Any
 
 from .compared import MAX_VARIANTS, Comparison, mirror, variant_label
 from .compose import build_request
-from .turn import Turn, cell_key
+from .turn import Turn
 
 __all__ = ["Comparison", "CompareHandle", "start_comparison", "MAX_VARIANTS", "variant_label"]
 
@@ -185,20 +185,13 @@ def start_comparison(
     comp.reply, comp.host = reply, conv
     reply.live = _Mirror(comp)
     h = CompareHandle(conv, reply, comp)
-    key = cell_key(cell)
-    if key is not None:
-        for old in conv.running_handles():
-            if old.turn.cell_key == key:
-                old.cancel("replaced by a re-run of the cell")
-    with conv.lock:
-        if first.sets_system:
-            conv.system = first.system
-        prior = conv.running_handles()
-        if key is not None and conv.find_cell_turn(key) is not None:
-            conv.replace_turn(key, reply)
-        else:
-            conv.add_turn(reply)
-        conv.register(h)
+    prior: list[Any] = []
+
+    def handle_after(running: list[Any]) -> CompareHandle:
+        prior.extend(running)
+        return h
+
+    runner.install_turn(conv, reply, first, handle_after)
     inners = listeners or [None] * len(variants)
 
     def run() -> None:

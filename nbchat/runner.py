@@ -28,7 +28,7 @@ from typing import Any
 from .backends.base import Backend
 from .compose import build_request
 from .listener import Listener, TurnHost
-from .turn import Turn, cell_key
+from .turn import Turn
 from .turnhandle import CANCEL_GRACE, DENIED, TurnHandle
 
 __all__ = [
@@ -86,8 +86,34 @@ def start_turn(
         backend=getattr(backend, "name", None),
         omitted=composed.omitted,
     )
-    # A re-run of a cell that is still streaming stops the old turn first.
-    key = cell_key(cell)
+
+    def make_handle(prior: list[Any]) -> TurnHandle:
+        return TurnHandle(
+            conversation,
+            turn,
+            backend,
+            composed,
+            listener=listener,
+            approve=approve,
+            max_tool_rounds=max_tool_rounds,
+            prior=prior,
+            background=background,
+        )
+
+    handle = install_turn(conversation, turn, composed, make_handle)
+    handle._start()
+    return handle
+
+
+def install_turn(conversation: Any, turn: Turn, composed: Any, make_handle: Any) -> Any:
+    """Put a new running `turn` into `conversation` and register its handle.
+
+    A re-run of a cell that is still streaming stops the old turn first; then, under the
+    conversation's lock, the system prompt the request set is applied, the turn replaces the
+    cell's earlier turn (or is appended), and ``make_handle(prior)`` (``prior``: the turns
+    still running, which the new one waits for) builds the handle that is registered.
+    """
+    key = turn.cell_key
     if key is not None:
         for h in conversation.running_handles():
             if h.turn.cell_key == key:
@@ -100,17 +126,6 @@ def start_turn(
             conversation.replace_turn(key, turn)
         else:
             conversation.add_turn(turn)
-        handle = TurnHandle(
-            conversation,
-            turn,
-            backend,
-            composed,
-            listener=listener,
-            approve=approve,
-            max_tool_rounds=max_tool_rounds,
-            prior=prior,
-            background=background,
-        )
+        handle = make_handle(prior)
         conversation.register(handle)
-    handle._start()
     return handle
